@@ -1,0 +1,675 @@
+"""Read CT from DICOM: a series folder, a list of files, one slice, or a multi-frame (Enhanced) CT.
+
+What it guarantees:
+- files are grouped by SeriesInstanceUID; a folder with several series gives the largest CT series
+  (and says which), or the one named by ``series_uid``;
+- slices are sorted along the slice normal by ImagePositionPatient, never by file name or
+  InstanceNumber; duplicates are dropped and irregular gaps reported, with a warning each;
+- Hounsfield units come from pydicom's modality LUT (Rescale Slope and Intercept, or a Modality LUT
+  Sequence), per slice or per frame; pixel padding becomes air (-1000 HU);
+- every failure is a :class:`~kerasmuscle.errors.ReadError` naming the file and the cause.
+
+Uncompressed pixel data is read straight from the file at the offset pydicom stops at, so each file
+is parsed once; compressed data goes through pydicom's decoders (the ``dicom`` extra installs them).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kerasmuscle.errors import ReadError
+from kerasmuscle.io.scan import DicomInfo, Scan, check_axial, note, regular_spacing, slice_normal
+
+try:  # pydicom is a required dependency; import it once here rather than in every call
+    import pydicom
+    from pydicom.dataset import Dataset
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_modality_lut
+    from pydicom.uid import UID
+except ImportError as exc:  # pragma: no cover - the package requires pydicom
+    raise ImportError("kerasmuscle needs pydicom>=3: pip install pydicom") from exc
+
+AIR_HU = -1000.0
+
+CT_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.2": "CT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.2.2": "Legacy Converted Enhanced CT Image Storage",
+}
+SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+_NATIVE_SYNTAXES = {
+    "1.2.840.10008.1.2": "<",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.1": "<",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2.2": ">",  # Explicit VR Big Endian (retired, still found in archives)
+}
+_LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"UC", b"UN", b"UR", b"UT"}
+_PIXEL_TAG = (0x7FE0, 0x0010)
+
+
+@dataclass
+class _File:
+    """One parsed DICOM file: its header without pixel data, and where the pixel data starts."""
+
+    path: str
+    ds: Dataset
+    pixel_offset: int | None  # file offset of the Pixel Data element, None when absent
+    size: int = 0  # bytes in the file
+
+
+@dataclass
+class _Frame:
+    """One image plane of the series (a single-frame file, or one frame of a multi-frame file)."""
+
+    file: _File
+    index: int  # 0-based frame index in its file
+    position: np.ndarray
+    orientation: np.ndarray
+    pixel_spacing: tuple[float, float]
+    thickness: float | None
+    rescale: Dataset | None  # dataset to give apply_modality_lut; None -> the file's own dataset
+    instance: int
+
+
+# --------------------------------------------------------------------------------------------------
+# Sniffing and header reading
+
+
+def sniff(path: str) -> str:
+    """Guess what a file is from its first bytes and name.
+
+    Returns:
+        One of ``"empty"``, ``"dicom"``, ``"nifti"``, ``"npz"``, ``"png"``, ``"jpeg"``, ``"gif"``,
+        ``"pdf"``, ``"zip"``, ``"gzip"``, ``"text"`` or ``"unknown"`` (which may still be a DICOM file
+        without the 128-byte preamble).
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(352)
+    name = os.path.basename(path).lower()
+    if not head:
+        return "empty"
+    if head[128:132] == b"DICM":
+        return "dicom"
+    if name.endswith((".nii", ".nii.gz", ".hdr", ".img")) or head[344:348] in (b"n+1\x00", b"ni1\x00"):
+        return "nifti"
+    if head.startswith(b"PK\x03\x04"):
+        return "npz" if name.endswith(".npz") else "zip"
+    for magic, kind in ((b"\x89PNG", "png"), (b"\xff\xd8\xff", "jpeg"), (b"GIF8", "gif"),
+                        (b"%PDF", "pdf"), (b"\x1f\x8b", "gzip")):
+        if head.startswith(magic):
+            return kind
+    sample = head[:256]
+    if all(32 <= b < 127 or b in (9, 10, 13) for b in sample):
+        return "text"
+    return "unknown"
+
+
+def describe_non_dicom(path: str, kind: str) -> str:
+    """The cause for a file that is not DICOM, in words (``"it is a PNG image"``)."""
+    words = {
+        "empty": "empty file (0 bytes)",
+        "png": "not a DICOM file: it is a PNG image",
+        "jpeg": "not a DICOM file: it is a JPEG image",
+        "gif": "not a DICOM file: it is a GIF image",
+        "pdf": "not a DICOM file: it is a PDF document",
+        "zip": "not a DICOM file: it is a zip archive (unpack it first)",
+        "gzip": "not a DICOM file: it is gzip-compressed (unpack it first, or name a NIfTI .nii.gz)",
+        "nifti": "not a DICOM file: it is NIfTI",
+        "npz": "not a DICOM file: it is a NumPy .npz archive",
+    }
+    if kind == "text":
+        with open(path, "rb") as fh:
+            start = fh.read(40).decode("ascii", "replace").splitlines()[0] if os.path.getsize(path) else ""
+        return f"not a DICOM file: it is text (starts {start!r})"
+    return words.get(kind, "not a DICOM file (no DICM marker and no readable DICOM attributes)")
+
+
+def _element_header(fh, offset: int, little: bool, implicit: bool) -> tuple[tuple[int, int], int, int]:
+    """Parse the element header at ``offset``: returns (tag, value length, header length)."""
+    fh.seek(offset)
+    raw = fh.read(12)
+    if len(raw) < 8:
+        raise EOFError
+    e = "<" if little else ">"
+    group, elem = struct.unpack(e + "HH", raw[:4])
+    if implicit:
+        return (group, elem), struct.unpack(e + "L", raw[4:8])[0], 8
+    vr = raw[4:6]
+    if vr in _LONG_VRS:
+        if len(raw) < 12:
+            raise EOFError
+        return (group, elem), struct.unpack(e + "L", raw[8:12])[0], 12
+    return (group, elem), struct.unpack(e + "H", raw[6:8])[0], 8
+
+
+def read_header(path: str) -> _File:
+    """Parse one DICOM file up to its pixel data.
+
+    Raises:
+        ReadError: the file is empty, not DICOM, or its header is truncated or corrupt.
+    """
+    try:
+        kind = sniff(path)
+    except OSError as exc:
+        raise ReadError(path, f"cannot read file ({exc.strerror})") from None
+    if kind not in ("dicom", "unknown"):
+        raise ReadError(path, describe_non_dicom(path, kind))
+    try:
+        with open(path, "rb") as fh:
+            ds = pydicom.dcmread(fh, stop_before_pixels=True, force=kind == "unknown")
+            offset = fh.tell()
+            size = os.fstat(fh.fileno()).st_size
+            if kind == "unknown" and not _looks_like_dicom(ds):
+                raise ReadError(path, describe_non_dicom(path, kind))
+            ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+            little, implicit = _encoding(ds, ts)
+            pixel_offset = None
+            if offset < size:
+                try:
+                    tag, _, _ = _element_header(fh, offset, little, implicit)
+                    if tag == _PIXEL_TAG:
+                        pixel_offset = offset
+                except EOFError:
+                    pass
+    except ReadError:
+        raise
+    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, struct.error, TypeError) as exc:
+        raise ReadError(path, f"truncated or corrupt DICOM header ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # pydicom raises many types on damaged files
+        raise ReadError(path, f"unreadable DICOM ({type(exc).__name__}: {exc})") from None
+    return _File(path, ds, pixel_offset, size)
+
+
+def _looks_like_dicom(ds: Dataset) -> bool:
+    """A preamble-less file parsed with force=True is DICOM only if it holds real identifying tags."""
+    try:
+        return any(tag in ds for tag in (0x00080016, 0x00080018, 0x0020000D, 0x0020000E)) and bool(
+            ds.get("SOPClassUID") or ds.get("SeriesInstanceUID")
+        )
+    except Exception:
+        return False
+
+
+def _encoding(ds: Dataset, ts: Any) -> tuple[bool, bool]:
+    """(little endian, implicit VR) of the dataset body."""
+    if ts:
+        uid = UID(str(ts))
+        if uid.is_transfer_syntax:
+            return bool(uid.is_little_endian), bool(uid.is_implicit_VR)
+    return (ds.is_little_endian if ds.is_little_endian is not None else True,
+            ds.is_implicit_VR if ds.is_implicit_VR is not None else True)
+
+
+def list_files(folder: str) -> list[str]:
+    """All regular files below ``folder`` (recursively), skipping hidden files and DICOMDIR, sorted."""
+    out = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith(".") or name.upper() == "DICOMDIR":
+                continue
+            out.append(os.path.join(root, name))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Public entry points
+
+
+def read_dicom(path: str | os.PathLike | list, *, series_uid: str | None = None, force: bool = False) -> Scan:
+    """Read a DICOM series folder, a list of DICOM files, one slice, or a multi-frame CT.
+
+    Args:
+        path: a folder (searched recursively), one file, or a list of files.
+        series_uid: read this SeriesInstanceUID when the files hold several series.
+        force: read modalities other than CT (MR, CR, ...) anyway; their values are not HU.
+
+    Returns:
+        The :class:`Scan`, with ``scan.dicom`` holding UIDs, tags and headers.
+
+    Raises:
+        ReadError: naming the file and the cause.
+    """
+    messages: list[str] = []
+    if isinstance(path, (list, tuple)):
+        source = os.fspath(path[0]) if len(path) == 1 else f"{len(path)} files"
+        paths = [os.fspath(p) for p in path]
+        if not paths:
+            raise ReadError(None, "no files given")
+        for p in paths:
+            if not os.path.isfile(p):
+                raise ReadError(p, "no such file" if not os.path.exists(p) else "is a folder, not a file")
+        files = [read_header(p) for p in paths]
+    elif os.path.isdir(path):
+        source = os.fspath(path)
+        names = list_files(source)
+        if not names:
+            raise ReadError(source, "empty folder (no files)")
+        files, skipped = [], []
+        for p in names:
+            try:
+                files.append(read_header(p))
+            except ReadError as exc:
+                # A file that is plainly something else (notes, pictures) is skipped; a damaged DICOM is not.
+                if sniff(p) in ("dicom",) or "truncated" in exc.cause or "unreadable" in exc.cause:
+                    raise
+                skipped.append((p, exc.cause))
+        if not files:
+            listed = ", ".join(os.path.relpath(p, source) for p, _ in skipped[:3])
+            raise ReadError(source, f"no DICOM files in folder ({len(skipped)} other file(s): {listed})")
+        if skipped:
+            listed = "; ".join(f"{os.path.relpath(p, source)} ({cause})" for p, cause in skipped[:3])
+            more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+            note(messages, f"{source}: skipped {len(skipped)} file(s) that are not DICOM: {listed}{more}")
+    else:
+        source = os.fspath(path)
+        if not os.path.exists(source):
+            raise ReadError(source, "no such file or folder")
+        files = [read_header(source)]
+
+    chosen = _choose_series(source, files, series_uid, force, messages)
+    return _build_scan(source, chosen, messages)
+
+
+def _modality(f: _File) -> str:
+    return str(f.ds.get("Modality", "") or "").upper()
+
+
+def _is_ct(f: _File) -> bool:
+    return str(f.ds.get("SOPClassUID", "")) in CT_SOP_CLASSES or _modality(f) == "CT"
+
+
+def _what(f: _File) -> str:
+    uid = f.ds.get("SOPClassUID")
+    name = UID(str(uid)).name if uid else "unknown SOP class"
+    return f"{_modality(f) or '?'} ({name})"
+
+
+def _choose_series(source: str, files: list[_File], series_uid: str | None, force: bool,
+                   messages: list[str]) -> list[_File]:
+    series: dict[str, list[_File]] = defaultdict(list)
+    for f in files:
+        series[str(f.ds.get("SeriesInstanceUID", "") or "")].append(f)
+
+    def frames(group: list[_File]) -> int:
+        return sum(int(f.ds.get("NumberOfFrames", 1) or 1) for f in group)
+
+    def label(uid: str, group: list[_File]) -> str:
+        desc = str(group[0].ds.get("SeriesDescription", "") or "").strip()
+        return f"{uid or '(no SeriesInstanceUID)'} ({_modality(group[0]) or '?'}, {frames(group)} image(s)" + (
+            f", '{desc}')" if desc else ")")
+
+    if series_uid is not None:
+        if series_uid not in series:
+            listed = "; ".join(label(u, g) for u, g in series.items())
+            raise ReadError(source, f"no series {series_uid}; found {listed}")
+        group = series[series_uid]
+        _check_images(group, force, single=len(files) == 1)
+        return group
+
+    usable = {u: g for u, g in series.items() if any(f.pixel_offset is not None for f in g)
+              and all(str(f.ds.get("SOPClassUID", "")) != SEG_SOP_CLASS for f in g)}
+    ct = {u: g for u, g in usable.items() if all(_is_ct(f) for f in g)}
+    pool = ct or (usable if force else {})
+    if not pool:
+        if len(files) == 1 or len(series) == 1:
+            _check_images(files, force, single=len(files) == 1)
+        kinds = sorted({_what(f) for f in files})
+        raise ReadError(source, f"no CT series among {len(series)} series ({', '.join(kinds)}); "
+                                "pass force=True (--force) to read a non-CT series anyway")
+    uid = max(pool, key=lambda u: frames(pool[u]))
+    group = pool[uid]
+    if len(series) > 1:
+        others = "; ".join(label(u, g) for u, g in series.items() if u != uid)
+        note(messages, f"{source}: holds {len(series)} series; read the largest CT series {label(uid, group)}. "
+                       f"Others: {others}. Pass series_uid= (--series) to choose another")
+    _check_images(group, force, single=len(files) == 1)
+    return group
+
+
+def _check_images(group: list[_File], force: bool, single: bool) -> None:
+    for f in group:
+        sop = str(f.ds.get("SOPClassUID", ""))
+        if sop == SEG_SOP_CLASS:
+            raise ReadError(f.path, "is a DICOM Segmentation (SEG), not an image; read it with "
+                                    "read_labels(path, like=scan)")
+        if f.pixel_offset is None:
+            # pydicom stops quietly where a file is cut, so an image without pixel data is suspect.
+            if not sop or "Image" in UID(sop).name:
+                raise ReadError(f.path, f"has no pixel data ({_what(f)}): the file ends after {f.size} bytes, "
+                                        "so it is probably truncated")
+            raise ReadError(f.path, f"has no pixel data: it is {_what(f)}, not an image")
+        if not force and not _is_ct(f):
+            raise ReadError(f.path, f"modality {_what(f)} is not CT, so its values are not Hounsfield units; "
+                                    "pass force=True (--force) to read it anyway")
+
+
+# --------------------------------------------------------------------------------------------------
+# Geometry
+
+
+def _floats(value: Any, n: int, path: str, name: str) -> np.ndarray:
+    try:
+        arr = np.array([float(v) for v in value], float)
+    except (TypeError, ValueError):
+        arr = np.array([])
+    if arr.shape != (n,) or not np.all(np.isfinite(arr)):
+        raise ReadError(path, f"invalid {name} {value!r} (expected {n} numbers)")
+    return arr
+
+
+def _fg(ds: Dataset, frame: int, seq: str) -> Dataset | None:
+    """The item of functional group ``seq`` for ``frame``: per-frame first, then shared."""
+    per = ds.get("PerFrameFunctionalGroupsSequence")
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    for item in ((per[frame] if per is not None and frame < len(per) else None),
+                 (shared[0] if shared else None)):
+        if item is not None and seq in item and len(item[seq].value):
+            return item[seq].value[0]
+    return None
+
+
+def _frames_of(f: _File, messages: list[str], missing_rescale: list[str]) -> list[_Frame]:
+    ds = f.ds
+    instance = int(ds.get("InstanceNumber", 0) or 0)
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds:
+        out = []
+        for i in range(n_frames):
+            pos = _fg(ds, i, "PlanePositionSequence")
+            ori = _fg(ds, i, "PlaneOrientationSequence")
+            meas = _fg(ds, i, "PixelMeasuresSequence")
+            if pos is None or ori is None or meas is None:
+                raise ReadError(f.path, f"frame {i + 1} lacks plane position, orientation or pixel measures")
+            trans = _fg(ds, i, "PixelValueTransformationSequence")
+            rescale = _rescale_dataset(f.path, trans if trans is not None else ds, missing_rescale,
+                                       has_lut="ModalityLUTSequence" in ds and trans is None)
+            if rescale is None:
+                rescale = ds
+            out.append(_Frame(
+                f, i,
+                _floats(pos.get("ImagePositionPatient"), 3, f.path, "ImagePositionPatient"),
+                _floats(ori.get("ImageOrientationPatient"), 6, f.path, "ImageOrientationPatient"),
+                tuple(_floats(meas.get("PixelSpacing"), 2, f.path, "PixelSpacing")),  # type: ignore[arg-type]
+                float(meas.get("SliceThickness")) if meas.get("SliceThickness") else None,
+                rescale, instance * 100000 + i,
+            ))
+        return out
+    if n_frames > 1:
+        raise ReadError(f.path, f"multi-frame image ({n_frames} frames) without functional groups: "
+                                "frame positions are unknown")
+    if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
+        raise ReadError(f.path, "no ImagePositionPatient/ImageOrientationPatient: the slice cannot be placed")
+    if "PixelSpacing" not in ds:
+        raise ReadError(f.path, "no PixelSpacing: the pixel size is unknown, so areas cannot be measured")
+    rescale = _rescale_dataset(f.path, ds, missing_rescale, has_lut="ModalityLUTSequence" in ds)
+    return [_Frame(
+        f, 0,
+        _floats(ds.ImagePositionPatient, 3, f.path, "ImagePositionPatient"),
+        _floats(ds.ImageOrientationPatient, 6, f.path, "ImageOrientationPatient"),
+        tuple(_floats(ds.PixelSpacing, 2, f.path, "PixelSpacing")),  # type: ignore[arg-type]
+        float(ds.SliceThickness) if ds.get("SliceThickness") not in (None, "") else None,
+        rescale, instance,
+    )]
+
+
+def _rescale_dataset(path: str, holder: Dataset, missing: list[str], has_lut: bool) -> Dataset | None:
+    """None when ``holder`` has what apply_modality_lut needs; else a stand-in with assumed values."""
+    if has_lut:
+        return None
+    slope, intercept = holder.get("RescaleSlope"), holder.get("RescaleIntercept")
+    if slope not in (None, "") and intercept not in (None, ""):
+        return holder if holder is not None else None
+    stand_in = Dataset()
+    stand_in.RescaleSlope = slope if slope not in (None, "") else 1
+    stand_in.RescaleIntercept = intercept if intercept not in (None, "") else 0
+    missing.append(path)
+    return stand_in
+
+
+# --------------------------------------------------------------------------------------------------
+# Assembling the volume
+
+
+def _build_scan(source: str, files: list[_File], messages: list[str]) -> Scan:
+    missing_rescale: list[str] = []
+    frames = [fr for f in files for fr in _frames_of(f, messages, missing_rescale)]
+
+    sizes = defaultdict(list)
+    for fr in frames:
+        ds = fr.file.ds
+        sizes[(int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0))].append(fr)
+    if len(sizes) > 1:
+        parts = sorted(sizes.items(), key=lambda kv: -len(kv[1]))
+        listed = "; ".join(f"{r}x{c} in {len(g)} image(s), e.g. {os.path.basename(g[0].file.path)}"
+                           for (r, c), g in parts)
+        raise ReadError(source, f"slices of different sizes in one series: {listed}")
+    rows, cols = next(iter(sizes))
+    if rows == 0 or cols == 0:
+        raise ReadError(frames[0].file.path, "no Rows/Columns")
+    for fr in frames:
+        ds = fr.file.ds
+        if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+            raise ReadError(fr.file.path, f"colour image ({ds.SamplesPerPixel} samples per pixel) is not CT")
+
+    ref = frames[0]
+    for fr in frames[1:]:
+        if np.abs(fr.orientation - ref.orientation).max() > 1e-3:
+            raise ReadError(source, f"slices have different orientations: {np.round(ref.orientation, 4).tolist()} "
+                                    f"in {os.path.basename(ref.file.path)} but {np.round(fr.orientation, 4).tolist()} "
+                                    f"in {os.path.basename(fr.file.path)}")
+        if np.abs(np.subtract(fr.pixel_spacing, ref.pixel_spacing)).max() > 1e-4 * max(ref.pixel_spacing):
+            raise ReadError(source, f"slices have different pixel spacings: {ref.pixel_spacing} in "
+                                    f"{os.path.basename(ref.file.path)} but {fr.pixel_spacing} in "
+                                    f"{os.path.basename(fr.file.path)}")
+    check_axial(source, ref.orientation, messages)
+    normal = slice_normal(ref.orientation)
+
+    locations = np.array([fr.position @ normal for fr in frames])
+    order = sorted(range(len(frames)), key=lambda i: (locations[i], frames[i].instance))
+    frames = [frames[i] for i in order]
+    locations = locations[order]
+
+    keep = [0]
+    dropped: list[tuple[float, str, str]] = []
+    for i in range(1, len(frames)):
+        if locations[i] - locations[keep[-1]] < 0.01:
+            dropped.append((locations[i], os.path.basename(frames[keep[-1]].file.path),
+                            os.path.basename(frames[i].file.path)))
+        else:
+            keep.append(i)
+    if dropped:
+        shown = "; ".join(f"{z:.2f} mm ({a} and {b})" for z, a, b in dropped[:3])
+        more = f" and {len(dropped) - 3} more" if len(dropped) > 3 else ""
+        note(messages, f"{source}: duplicate slice positions at {shown}{more}; kept the first of each "
+                       "(lowest InstanceNumber)")
+        frames = [frames[i] for i in keep]
+        locations = locations[keep]
+
+    if len(frames) > 1:
+        spacing_z = regular_spacing(source, locations, messages)
+        step = frames[-1].position - frames[0].position
+        cos = abs(step @ normal) / max(np.linalg.norm(step), 1e-9)
+        shear = float(np.degrees(np.arccos(min(1.0, cos))))
+        if shear > 0.5:
+            note(messages, f"{source}: slice positions advance {shear:.1f} degrees off the slice normal "
+                           "(gantry tilt); each slice is still exact, the volume is sheared")
+    else:
+        ds = frames[0].file.ds
+        spacing_z = float(ds.get("SpacingBetweenSlices") or 0) or frames[0].thickness or 0.0
+        if not spacing_z:
+            spacing_z = 1.0
+            note(messages, f"{source}: single slice without SliceThickness; slice spacing set to 1 mm")
+
+    if missing_rescale:
+        first = frames[0].rescale if frames[0].rescale is not None else frames[0].file.ds
+        note(messages, f"{source}: no RescaleSlope/RescaleIntercept in {len(set(missing_rescale))} file(s), "
+                       f"e.g. {os.path.basename(missing_rescale[0])}; assumed slope {float(first.RescaleSlope):g} "
+                       f"and intercept {float(first.RescaleIntercept):g}")
+
+    hu = _decode_hu(frames, rows, cols)
+    if missing_rescale and float(np.percentile(hu, 1)) >= 0:
+        note(messages, f"{source}: without a rescale intercept the lowest values are {hu.min():.0f}, not about "
+                       "-1000 for air; the intercept is probably -1024")
+
+    ds0 = frames[0].file.ds
+    uniq_files: list[_File] = []
+    for fr in frames:
+        if not uniq_files or uniq_files[-1] is not fr.file:
+            if all(u is not fr.file for u in uniq_files):
+                uniq_files.append(fr.file)
+    info = DicomInfo(
+        study_uid=str(ds0.get("StudyInstanceUID", "")),
+        series_uid=str(ds0.get("SeriesInstanceUID", "")),
+        frame_of_reference_uid=str(ds0.get("FrameOfReferenceUID")) if ds0.get("FrameOfReferenceUID") else None,
+        sop_class_uid=str(ds0.get("SOPClassUID", "")),
+        sop_instance_uids=tuple(str(fr.file.ds.get("SOPInstanceUID", "")) for fr in frames),
+        frame_numbers=tuple(fr.index + 1 for fr in frames),
+        files=tuple(fr.file.path for fr in frames),
+        headers=tuple(f.ds for f in uniq_files),
+        patient_size_m=_patient_size(source, ds0, messages),
+        patient_weight_kg=_positive(ds0.get("PatientWeight")),
+        tags=_tags(ds0),
+    )
+    return Scan(
+        hu=hu,
+        spacing=(float(spacing_z), float(ref.pixel_spacing[0]), float(ref.pixel_spacing[1])),
+        positions=np.stack([fr.position for fr in frames]),
+        orientation=tuple(float(v) for v in ref.orientation),
+        source=source,
+        format="dicom",
+        warnings=messages,
+        dicom=info,
+    )
+
+
+def _positive(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if v > 0 else None
+
+
+def _patient_size(source: str, ds: Dataset, messages: list[str]) -> float | None:
+    size = _positive(ds.get("PatientSize"))
+    if size is None:
+        return None
+    if 50 <= size <= 250:
+        note(messages, f"{source}: PatientSize {size:g} looks like centimetres, not metres; read it as {size / 100:g} m")
+        return size / 100
+    if not 0.5 <= size <= 2.5:
+        note(messages, f"{source}: PatientSize {size:g} m is implausible; height left unknown")
+        return None
+    return size
+
+
+def _tags(ds: Dataset) -> dict[str, Any]:
+    def text(key: str) -> str | None:
+        v = ds.get(key)
+        return None if v in (None, "") else str(v)
+
+    ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    return {
+        "patient_id": text("PatientID"),
+        "patient_sex": text("PatientSex"),
+        "patient_age": text("PatientAge"),
+        "study_date": text("StudyDate"),
+        "series_description": text("SeriesDescription"),
+        "series_number": text("SeriesNumber"),
+        "manufacturer": text("Manufacturer"),
+        "model": text("ManufacturerModelName"),
+        "kvp": _positive(ds.get("KVP")),
+        "convolution_kernel": text("ConvolutionKernel"),
+        "slice_thickness": _positive(ds.get("SliceThickness")),
+        "modality": text("Modality"),
+        "transfer_syntax": UID(str(ts)).name if ts else None,
+    }
+
+
+def _decode_hu(frames: list[_Frame], rows: int, cols: int) -> np.ndarray:
+    """Decode the stored values of every frame and apply the modality LUT, into one float32 array."""
+    hu = np.empty((len(frames), rows, cols), np.float32)
+    by_file: dict[int, list[int]] = defaultdict(list)
+    for k, fr in enumerate(frames):
+        by_file[id(fr.file)].append(k)
+    for ks in by_file.values():
+        f = frames[ks[0]].file
+        raw = _stored_values(f, rows, cols)
+        padding = _padding_mask_fn(f.ds)
+        for k in ks:
+            fr = frames[k]
+            stored = raw[fr.index]
+            hu[k] = apply_modality_lut(stored, fr.rescale if fr.rescale is not None else f.ds)
+            if padding is not None:
+                mask = padding(stored)
+                if mask.any():
+                    hu[k][mask] = AIR_HU
+    return hu
+
+
+def _padding_mask_fn(ds: Dataset):
+    value = ds.get("PixelPaddingValue")
+    if value is None:
+        return None
+    limit = ds.get("PixelPaddingRangeLimit")
+    lo, hi = (value, value) if limit is None else (min(value, limit), max(value, limit))
+    return lambda arr: (arr >= lo) & (arr <= hi)
+
+
+def _stored_values(f: _File, rows: int, cols: int) -> np.ndarray:
+    """Stored pixel values ``[frames, rows, cols]`` of one file (native read, else pydicom decode)."""
+    ds = f.ds
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
+    bits = int(ds.get("BitsAllocated", 16) or 16)
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    if ts in _NATIVE_SYNTAXES and f.pixel_offset is not None and bits in (8, 16, 32):
+        little, implicit = _encoding(ds, ts)
+        dtype = np.dtype(f"{_NATIVE_SYNTAXES[ts]}{'i' if signed else 'u'}{bits // 8}")
+        need = rows * cols * n_frames * dtype.itemsize
+        with open(f.path, "rb") as fh:
+            _, length, head = _element_header(fh, f.pixel_offset, little, implicit)
+            if length == 0xFFFFFFFF:
+                raise ReadError(f.path, "pixel data is encapsulated but the transfer syntax says uncompressed")
+            fh.seek(f.pixel_offset + head)
+            data = fh.read(min(length, need))
+        if len(data) < need:
+            raise ReadError(f.path, f"truncated: pixel data holds {len(data)} bytes, {rows}x{cols}x{n_frames} "
+                                    f"pixels need {need}")
+        arr = np.frombuffer(data, dtype).reshape(n_frames, rows, cols)
+        stored_bits = int(ds.get("BitsStored", bits) or bits)
+        if signed and stored_bits < bits:
+            shift = bits - stored_bits  # sign-extend the stored bits, as pydicom does
+            arr = (arr.astype(dtype.newbyteorder("=")) << shift) >> shift
+        return arr.astype(dtype.newbyteorder("="), copy=False)
+    return _decode_with_pydicom(f, n_frames)
+
+
+def _decode_with_pydicom(f: _File, n_frames: int) -> np.ndarray:
+    ts = UID(str(f.ds.file_meta.get("TransferSyntaxUID", ""))) if hasattr(f.ds, "file_meta") else None
+    name = ts.name if ts else "unknown transfer syntax"
+    try:
+        full = pydicom.dcmread(f.path)
+        arr = full.pixel_array
+    except (NotImplementedError, RuntimeError, ImportError) as exc:
+        text = str(exc)
+        if "missing" in text or "plugin" in text or "decoder" in text.lower() or isinstance(exc, ImportError):
+            raise ReadError(f.path, f"pixel data is compressed ({name}) and no installed decoder reads it: "
+                                    "pip install 'kerasmuscle[dicom]'") from None
+        raise ReadError(f.path, f"cannot decode pixel data ({name}): {text.splitlines()[0] if text else exc!r}") from None
+    except Exception as exc:
+        raise ReadError(f.path, f"cannot decode pixel data ({name}; truncated or corrupt?): "
+                                f"{type(exc).__name__}: {exc}") from None
+    arr = np.asarray(arr)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or arr.shape[0] != n_frames:
+        raise ReadError(f.path, f"decoded pixel data has shape {arr.shape}, expected {n_frames} frame(s) of one sample")
+    return arr

@@ -1,0 +1,103 @@
+"""NumPy ``.npz`` volumes: kerasmuscle's own simple format for arrays with their geometry.
+
+Keys: ``hu`` (float32 ``[slice, row, col]``) and/or ``labels`` (uint8, same shape), ``spacing``
+(3 floats: slice, row, col in mm), and optionally ``positions`` (``[slices, 3]`` LPS mm of each
+slice's first pixel) and ``orientation`` (6 DICOM direction cosines). ``image`` is accepted for
+``hu``, and ``label`` or ``mask`` for ``labels``.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+
+import numpy as np
+
+from kerasmuscle.errors import ReadError
+from kerasmuscle.fileutil import atomic_path
+from kerasmuscle.io.nifti import as_label_array
+from kerasmuscle.io.scan import AXIAL_ORIENTATION, Scan, check_axial, slice_normal
+
+
+def _open(path: str) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise ReadError(path, "no such file") from None
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise ReadError(path, f"not a readable .npz archive ({type(exc).__name__}: {exc})") from None
+
+
+def _pick(path: str, arrays: dict[str, np.ndarray], names: tuple[str, ...], what: str) -> np.ndarray:
+    for name in names:
+        if name in arrays:
+            arr = np.asarray(arrays[name])
+            if arr.ndim == 2:
+                arr = arr[None]
+            if arr.ndim != 3:
+                raise ReadError(path, f"'{name}' has shape {arr.shape}; expected [slices, rows, cols]")
+            return arr
+    raise ReadError(path, f"no {what} array: expected one of {', '.join(repr(n) for n in names)}, "
+                          f"found {', '.join(repr(k) for k in arrays) or 'nothing'}")
+
+
+def _geometry(path: str, arrays: dict[str, np.ndarray], n: int, messages: list[str], required: bool = True):
+    if "spacing" not in arrays:
+        if required:
+            raise ReadError(path, "no 'spacing' array (slice, row, col in mm)")
+        return None
+    spacing = np.asarray(arrays["spacing"], float).ravel()
+    if spacing.shape != (3,) or not np.all(spacing > 0):
+        raise ReadError(path, f"'spacing' must be 3 positive numbers (slice, row, col mm), got {spacing.tolist()}")
+    orientation = np.asarray(arrays.get("orientation", AXIAL_ORIENTATION), float).ravel()
+    if orientation.shape != (6,):
+        raise ReadError(path, f"'orientation' must be 6 direction cosines, got {orientation.tolist()}")
+    check_axial(path, orientation, messages)
+    if "positions" in arrays:
+        positions = np.asarray(arrays["positions"], float)
+        if positions.shape != (n, 3):
+            raise ReadError(path, f"'positions' has shape {positions.shape}; expected ({n}, 3)")
+    else:
+        positions = np.arange(n)[:, None] * spacing[0] * slice_normal(orientation)[None, :]
+    return (tuple(float(s) for s in spacing), positions, tuple(float(v) for v in orientation))
+
+
+def read_npz_scan(path: str | os.PathLike) -> Scan:
+    """Read a CT volume in HU from a kerasmuscle ``.npz`` (see the module docstring)."""
+    path = os.fspath(path)
+    arrays = _open(path)
+    hu = _pick(path, arrays, ("hu", "image"), "image").astype(np.float32)
+    messages: list[str] = []
+    spacing, positions, orientation = _geometry(path, arrays, len(hu), messages)
+    return Scan(hu=hu, spacing=spacing, positions=positions, orientation=orientation, source=path,
+                format="npz", warnings=messages)
+
+
+def read_npz_labels(path: str | os.PathLike):
+    """Read a label map from ``.npz``.
+
+    Returns:
+        ``(array uint8, geometry or None, warnings)``; geometry is ``(spacing, positions,
+        orientation)`` when the archive has ``spacing``, else None (then it must match a scan by shape).
+    """
+    path = os.fspath(path)
+    arrays = _open(path)
+    labels = as_label_array(path, _pick(path, arrays, ("labels", "label", "mask"), "label"))
+    messages: list[str] = []
+    return labels, _geometry(path, arrays, len(labels), messages, required=False), messages
+
+
+def write_npz(path: str | os.PathLike, *, spacing, positions, orientation, hu=None, labels=None) -> None:
+    """Write a compressed ``.npz`` with geometry and ``hu`` and/or ``labels`` (through a temporary file)."""
+    arrays = {
+        "spacing": np.asarray(spacing, float),
+        "positions": np.asarray(positions, float),
+        "orientation": np.asarray(orientation, float),
+    }
+    if hu is not None:
+        arrays["hu"] = np.asarray(hu, np.float32)
+    if labels is not None:
+        arrays["labels"] = np.asarray(labels, np.uint8)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)

@@ -1,0 +1,245 @@
+"""DICOM Segmentation (SEG): read with pydicom alone, write with highdicom (the ``dicom`` extra).
+
+Reading handles BINARY, FRACTIONAL (member where the value is at least half the maximum) and
+LABELMAP segmentations, single- or multi-frame, with frames placed by their plane positions; the
+label value of a pixel is its segment number. Writing references the source CT images so that
+viewers and PACS attach the result to the right series.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from kerasmuscle.errors import MissingExtraError, ReadError
+from kerasmuscle.io.scan import Scan, check_axial, note, regular_spacing, slice_normal
+from kerasmuscle.labels import CATEGORY, MUSCLE_LABELS, Label
+
+SEG_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7"}
+
+
+def _item(ds, frame: int, seq: str):
+    per = ds.get("PerFrameFunctionalGroupsSequence")
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    for item in ((per[frame] if per is not None and frame < len(per) else None), (shared[0] if shared else None)):
+        if item is not None and seq in item and len(item[seq].value):
+            return item[seq].value[0]
+    return None
+
+
+def read_seg(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a DICOM SEG into a label map on its own grid.
+
+    Args:
+        path: the SEG file.
+
+    Returns:
+        A dict with ``array`` (uint8 ``[slice,row,col]``, value = segment number), ``spacing``,
+        ``positions``, ``orientation``, ``names`` (segment number -> label), ``frame_of_reference_uid``,
+        ``referenced_series_uids``, ``referenced_sop_uids`` (per slice, the source images its frames
+        cite) and ``warnings``.
+
+    Raises:
+        ReadError: not a SEG, undecodable, frames without positions, overlapping segments.
+    """
+    import pydicom
+
+    path = os.fspath(path)
+    try:
+        ds = pydicom.dcmread(path)
+    except FileNotFoundError:
+        raise ReadError(path, "no such file") from None
+    except Exception as exc:
+        raise ReadError(path, f"not a readable DICOM file ({type(exc).__name__}: {exc})") from None
+    sop = str(ds.get("SOPClassUID", ""))
+    if sop not in SEG_SOP_CLASSES:
+        raise ReadError(path, f"not a DICOM Segmentation (it is {pydicom.uid.UID(sop).name or 'unknown'})")
+    seg_type = str(ds.get("SegmentationType", "BINARY")).upper()
+    try:
+        frames = np.asarray(ds.pixel_array)
+    except Exception as exc:
+        raise ReadError(path, f"cannot decode SEG pixel data ({type(exc).__name__}: {exc})") from None
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    frames = frames.reshape(n_frames, int(ds.Rows), int(ds.Columns))
+    names = {int(s.SegmentNumber): str(s.get("SegmentLabel", "")) for s in ds.get("SegmentSequence", [])}
+    if any(n > 255 for n in names):
+        raise ReadError(path, f"segment numbers up to {max(names)} do not fit a uint8 label map")
+
+    positions, orientations, segments, refs, spacings = [], [], [], [], []
+    for i in range(n_frames):
+        pos, ori, meas = (_item(ds, i, s) for s in
+                          ("PlanePositionSequence", "PlaneOrientationSequence", "PixelMeasuresSequence"))
+        if pos is None or ori is None or meas is None:
+            raise ReadError(path, f"frame {i + 1} lacks plane position, orientation or pixel measures")
+        positions.append(np.array([float(v) for v in pos.ImagePositionPatient]))
+        orientations.append(np.array([float(v) for v in ori.ImageOrientationPatient]))
+        spacings.append(tuple(float(v) for v in meas.PixelSpacing))
+        ident = _item(ds, i, "SegmentIdentificationSequence")
+        segments.append(int(ident.ReferencedSegmentNumber) if ident is not None else 0)
+        der = _item(ds, i, "DerivationImageSequence")
+        srcs = der.get("SourceImageSequence", []) if der is not None else []
+        refs.append(tuple(str(s.ReferencedSOPInstanceUID) for s in srcs))
+    if seg_type != "LABELMAP" and any(s == 0 for s in segments):
+        raise ReadError(path, "a frame does not say which segment it belongs to")
+    orientation = orientations[0]
+    if any(np.abs(o - orientation).max() > 1e-3 for o in orientations):
+        raise ReadError(path, "SEG frames have different orientations")
+    messages: list[str] = []
+    check_axial(path, orientation, messages)
+    normal = slice_normal(orientation)
+
+    locations = np.array([p @ normal for p in positions])
+    order = np.argsort(locations, kind="stable")
+    slice_of = np.empty(n_frames, int)
+    slice_locs: list[float] = []
+    slice_pos: list[np.ndarray] = []
+    for i in order:
+        if not slice_locs or locations[i] - slice_locs[-1] > 0.01:
+            slice_locs.append(float(locations[i]))
+            slice_pos.append(positions[i])
+        slice_of[i] = len(slice_locs) - 1
+
+    array = np.zeros((len(slice_locs), frames.shape[1], frames.shape[2]), np.uint8)
+    max_frac = float(ds.get("MaximumFractionalValue", 255) or 255)
+    overlaps: dict[tuple[int, int], int] = defaultdict(int)
+    slice_refs: list[set[str]] = [set() for _ in slice_locs]
+    for i in range(n_frames):
+        s = slice_of[i]
+        slice_refs[s].update(refs[i])
+        frame = frames[i]
+        if seg_type == "LABELMAP":
+            mask = frame > 0
+            array[s][mask] = frame[mask]
+            continue
+        mask = frame >= 0.5 * max_frac if seg_type == "FRACTIONAL" else frame > 0
+        clash = mask & (array[s] != 0) & (array[s] != segments[i])
+        if clash.any():
+            for other in np.unique(array[s][clash]):
+                overlaps[(int(other), segments[i])] += int(np.count_nonzero(clash & (array[s] == other)))
+        array[s][mask] = segments[i]
+    if overlaps:
+        shown = ", ".join(f"segments {a} and {b} in {n} pixels" for (a, b), n in list(overlaps.items())[:3])
+        raise ReadError(path, f"segments overlap ({shown}); a label map holds one label per pixel")
+
+    meas = _item(ds, 0, "PixelMeasuresSequence")
+    if len(slice_locs) > 1:
+        spacing_z = regular_spacing(path, np.array(slice_locs), messages)
+    else:
+        spacing_z = float(meas.get("SpacingBetweenSlices") or meas.get("SliceThickness") or 1.0)
+    ref_series = [str(r.SeriesInstanceUID) for r in ds.get("ReferencedSeriesSequence", []) if "SeriesInstanceUID" in r]
+    return {
+        "array": array,
+        "spacing": (spacing_z, spacings[0][0], spacings[0][1]),
+        "positions": np.stack(slice_pos),
+        "orientation": tuple(float(v) for v in orientation),
+        "names": names,
+        "frame_of_reference_uid": str(ds.get("FrameOfReferenceUID", "")) or None,
+        "referenced_series_uids": ref_series,
+        "referenced_sop_uids": [tuple(sorted(r)) for r in slice_refs],
+        "warnings": messages,
+    }
+
+
+def _highdicom():
+    try:
+        import highdicom
+    except ImportError:
+        raise MissingExtraError("Writing DICOM SEG", "dicom", "highdicom") from None
+    return highdicom
+
+
+def write_seg(
+    path: str | os.PathLike,
+    labels: np.ndarray,
+    scan: Scan,
+    *,
+    series_uid: str | None = None,
+    sop_uid: str | None = None,
+    series_number: int = 9901,
+    series_description: str = "kerasmuscle L3 muscle segmentation",
+    algorithm_name: str = "kerasmuscle",
+    algorithm_version: str | None = None,
+    content_date_time: tuple[str, str] | None = None,
+    segments: tuple[Label, ...] = MUSCLE_LABELS,
+    omit_empty_frames: bool = False,
+) -> None:
+    """Write a label map as a DICOM SEG that references the scan's source images.
+
+    Args:
+        path: the output file (written through a temporary file).
+        labels: uint8 ``[slice,row,col]`` aligned with ``scan`` (values = label ids).
+        scan: a scan read from DICOM (its headers are the source images).
+        series_uid, sop_uid: UIDs for the SEG (new random ones when None).
+        series_number, series_description: shown by viewers.
+        algorithm_name, algorithm_version: recorded as the segmentation algorithm.
+        content_date_time: ``(YYYYMMDD, HHMMSS)`` to stamp instead of now (for reproducible files).
+        segments: the labels to describe; segment number = label id.
+        omit_empty_frames: leave out frames where a segment is empty (smaller files for long series).
+
+    Raises:
+        MissingExtraError: highdicom is not installed.
+        ValueError: the scan is not DICOM or the label map does not match it.
+    """
+    hd = _highdicom()
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
+
+    from kerasmuscle import __version__
+    from kerasmuscle.fileutil import atomic_path
+
+    if scan.dicom is None:
+        raise ValueError("a DICOM SEG needs a scan read from DICOM (its source images)")
+    labels = np.asarray(labels, np.uint8)
+    if labels.shape != scan.shape:
+        raise ValueError(f"label map shape {labels.shape} does not match the scan {scan.shape}")
+    version = algorithm_version or __version__
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=algorithm_name, family=codes.cid7162.ArtificialIntelligence, version=version)
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=lab.id,
+            segment_label=lab.name,
+            segmented_property_category=hd.sr.CodedConcept(CATEGORY.value, CATEGORY.scheme, CATEGORY.meaning),
+            segmented_property_type=hd.sr.CodedConcept(lab.code.value, lab.code.scheme, lab.code.meaning),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+            display_color=hd.color.CIELabColor.from_rgb(*lab.colour),
+        )
+        for lab in segments
+    ]
+    info = scan.dicom
+    if len(info.headers) == len(labels):
+        sources = list(info.headers)
+    elif len(info.headers) == 1:
+        sources = list(info.headers)
+    else:
+        raise ValueError("the scan's slices do not map one-to-one onto its source images")
+    keep = np.isin(labels, [lab.id for lab in segments])
+    pixel_array = np.where(keep, labels, 0).astype(np.uint8)
+    seg = hd.seg.Segmentation(
+        source_images=sources,
+        pixel_array=pixel_array,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=series_uid or generate_uid(),
+        series_number=series_number,
+        sop_instance_uid=sop_uid or generate_uid(),
+        instance_number=1,
+        manufacturer="kerasmuscle",
+        manufacturer_model_name=algorithm_name,
+        software_versions=version,
+        device_serial_number="0",
+        content_label="MUSCLE",
+        content_description=series_description[:64],
+        omit_empty_frames=omit_empty_frames,
+    )
+    seg.SeriesDescription = series_description[:64]
+    if content_date_time is not None:
+        seg.ContentDate, seg.ContentTime = content_date_time
+        seg.SeriesDate, seg.SeriesTime = content_date_time
+        seg.InstanceCreationDate, seg.InstanceCreationTime = content_date_time
+    with atomic_path(path) as tmp:
+        seg.save_as(tmp, enforce_file_format=True)
