@@ -85,3 +85,23 @@ def edit(path: Path, out: Path | None = None, **changes) -> Path:
 def copy_series(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def cohort(tmp_path_factory) -> Path:
+    """A small synthetic cohort at full size (3 cases, seed 11), made once per test session."""
+    from kerasmuscle.synth.cohort import write_cohort
+
+    out = tmp_path_factory.mktemp("cohort") / "cohort"
+    write_cohort(out, cases=3, seed=11, workers=1)
+    return out
+
+
+def dciodvfy_or_skip() -> str:
+    """The path of dicom3tools' dciodvfy; CI (KERASMUSCLE_REQUIRE_DCIODVFY=1) must have it."""
+    found = shutil.which("dciodvfy")
+    if found:
+        return found
+    if os.environ.get("KERASMUSCLE_REQUIRE_DCIODVFY") == "1":
+        pytest.fail("dciodvfy (Debian package dicom3tools) is required here but not installed")
+    pytest.skip("dciodvfy (Debian package dicom3tools) is not installed")

@@ -271,7 +271,7 @@ def test_sorted_by_position_not_by_name_or_instance_number(tmp_path):
 def test_several_series_take_the_largest_ct_and_say_which(tmp_path, series):
     folder = copy_series(series, tmp_path / "study")
     write_series(folder / "scout", phantom_hu(2, seed=9), z0=400.0)
-    with pytest.warns(ScanWarning, match="holds 2 series; read the largest CT series"):
+    with pytest.warns(ScanWarning, match="holds 2 series; read the largest axial CT series"):
         scan = read_scan(folder)
     assert scan.shape[0] == 5
     import pydicom
@@ -286,3 +286,12 @@ def test_list_of_files_reads_only_those(series):
     scan = read_scan(files)
     assert scan.shape[0] == 3
     assert set(scan.dicom.files) == {str(f) for f in files}
+
+
+def test_an_axial_series_wins_over_a_larger_reformat(tmp_path, series):
+    folder = copy_series(series, tmp_path / "study")
+    coronal = write_series(folder / "coronal", phantom_hu(8, seed=4), z0=300.0)
+    for f in files_of(coronal):
+        edit(f, ImageOrientationPatient=[1, 0, 0, 0, 0, -1])
+    scan = read_scan(folder)
+    assert scan.shape[0] == 5 and scan.normal[2] == pytest.approx(1.0)

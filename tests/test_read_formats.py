@@ -225,3 +225,32 @@ def test_read_labels_rejects_images_and_missing_files(tmp_path, series):
         read_labels(files_of(series)[0])
     with pytest.raises(ReadError, match="nothing.nii: no such file"):
         read_labels(tmp_path / "nothing.nii")
+
+
+def test_deflated_series_reads_exactly(tmp_path):
+    import pydicom
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    hu = phantom_hu(3)
+    plain = write_series(tmp_path / "plain", hu)
+    (tmp_path / "deflated").mkdir()
+    for f in files_of(plain):
+        ds = pydicom.dcmread(f)
+        ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+        ds.save_as(tmp_path / "deflated" / f.name, enforce_file_format=True)
+    scan = read_scan(tmp_path / "deflated")
+    assert scan.dicom.tags["transfer_syntax"] == DeflatedExplicitVRLittleEndian.name
+    assert np.array_equal(scan.hu, hu)
+
+
+@pytest.mark.parametrize("name", ["MR_small_bigendian.dcm", "MR_small_expb.dcm"])
+def test_big_endian_matches_pydicom(name):
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.pixels import apply_modality_lut
+
+    path = get_testdata_file(name)
+    scan = read_scan(path, force=True)
+    ds = pydicom.dcmread(path)
+    assert scan.dicom.tags["transfer_syntax"] == "Explicit VR Big Endian"
+    assert np.array_equal(scan.hu[0], apply_modality_lut(ds.pixel_array, ds).astype(np.float32))

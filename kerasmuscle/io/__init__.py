@@ -37,7 +37,7 @@ def read_scan(path: PathLike | Sequence[PathLike], *, series_uid: str | None = N
         path: a DICOM series folder (searched recursively), a list of DICOM files, one DICOM file
             (single slice or multi-frame CT), a NIfTI file (``.nii``/``.nii.gz``) or an ``.npz``.
         series_uid: for DICOM with several series, the SeriesInstanceUID to read (default: the
-            largest CT series, named in ``scan.warnings``).
+            largest axial CT series, named in ``scan.warnings``).
         force: read a non-CT DICOM modality anyway (its values are not HU).
 
     Returns:

@@ -1,7 +1,7 @@
 """Read CT from DICOM: a series folder, a list of files, one slice, or a multi-frame (Enhanced) CT.
 
 What it guarantees:
-- files are grouped by SeriesInstanceUID; a folder with several series gives the largest CT series
+- files are grouped by SeriesInstanceUID; a folder with several series gives the largest axial CT series
   (and says which), or the one named by ``series_uid``;
 - slices are sorted along the slice normal by ImagePositionPatient, never by file name or
   InstanceNumber; duplicates are dropped and irregular gaps reported, with a warning each;
@@ -49,6 +49,7 @@ _NATIVE_SYNTAXES = {
     "1.2.840.10008.1.2.1": "<",  # Explicit VR Little Endian
     "1.2.840.10008.1.2.2": ">",  # Explicit VR Big Endian (retired, still found in archives)
 }
+DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
 _LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"UC", b"UN", b"UR", b"UT"}
 _PIXEL_TAG = (0x7FE0, 0x0010)
 
@@ -59,7 +60,7 @@ class _File:
 
     path: str
     ds: Dataset
-    pixel_offset: int | None  # file offset of the Pixel Data element, None when absent
+    pixel_offset: int | None  # file offset of the Pixel Data element (-1: present, not addressable), None: absent
     size: int = 0  # bytes in the file
 
 
@@ -170,7 +171,12 @@ def read_header(path: str) -> _File:
             ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
             little, implicit = _encoding(ds, ts)
             pixel_offset = None
-            if offset < size:
+            if ts is not None and str(ts) == DEFLATED:
+                # The body is deflated, so file offsets mean nothing: ask pydicom whether pixels exist.
+                fh.seek(0)
+                if "PixelData" in pydicom.dcmread(fh):
+                    pixel_offset = -1
+            elif offset < size:
                 try:
                     tag, _, _ = _element_header(fh, offset, little, implicit)
                     if tag == _PIXEL_TAG:
@@ -291,6 +297,19 @@ def _what(f: _File) -> str:
     return f"{_modality(f) or '?'} ({name})"
 
 
+def _axial(f: _File) -> bool:
+    """Whether a file's slices look axial (reformatted sagittal or coronal series rank lower)."""
+    ori = f.ds.get("ImageOrientationPatient")
+    if ori is None:
+        ori = (_fg(f.ds, 0, "PlaneOrientationSequence") or {}).get("ImageOrientationPatient") \
+            if "SharedFunctionalGroupsSequence" in f.ds or "PerFrameFunctionalGroupsSequence" in f.ds else None
+    try:
+        n = slice_normal([float(v) for v in ori])
+    except (TypeError, ValueError):
+        return False
+    return bool(abs(n[2]) >= max(abs(n[0]), abs(n[1])))
+
+
 def _choose_series(source: str, files: list[_File], series_uid: str | None, force: bool,
                    messages: list[str]) -> list[_File]:
     series: dict[str, list[_File]] = defaultdict(list)
@@ -323,11 +342,11 @@ def _choose_series(source: str, files: list[_File], series_uid: str | None, forc
         kinds = sorted({_what(f) for f in files})
         raise ReadError(source, f"no CT series among {len(series)} series ({', '.join(kinds)}); "
                                 "pass force=True (--force) to read a non-CT series anyway")
-    uid = max(pool, key=lambda u: frames(pool[u]))
+    uid = max(pool, key=lambda u: (_axial(pool[u][0]), frames(pool[u])))
     group = pool[uid]
     if len(series) > 1:
         others = "; ".join(label(u, g) for u, g in series.items() if u != uid)
-        note(messages, f"{source}: holds {len(series)} series; read the largest CT series {label(uid, group)}. "
+        note(messages, f"{source}: holds {len(series)} series; read the largest axial CT series {label(uid, group)}. "
                        f"Others: {others}. Pass series_uid= (--series) to choose another")
     _check_images(group, force, single=len(files) == 1)
     return group
@@ -630,7 +649,7 @@ def _stored_values(f: _File, rows: int, cols: int) -> np.ndarray:
     ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
     bits = int(ds.get("BitsAllocated", 16) or 16)
     signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
-    if ts in _NATIVE_SYNTAXES and f.pixel_offset is not None and bits in (8, 16, 32):
+    if ts in _NATIVE_SYNTAXES and f.pixel_offset is not None and f.pixel_offset >= 0 and bits in (8, 16, 32):
         little, implicit = _encoding(ds, ts)
         dtype = np.dtype(f"{_NATIVE_SYNTAXES[ts]}{'i' if signed else 'u'}{bits // 8}")
         need = rows * cols * n_frames * dtype.itemsize

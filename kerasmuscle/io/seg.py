@@ -175,7 +175,8 @@ def write_seg(
         series_uid, sop_uid: UIDs for the SEG (new random ones when None).
         series_number, series_description: shown by viewers.
         algorithm_name, algorithm_version: recorded as the segmentation algorithm.
-        content_date_time: ``(YYYYMMDD, HHMMSS)`` to stamp instead of now (for reproducible files).
+        content_date_time: ``(YYYYMMDD, HHMMSS)`` to stamp instead of now; with ``series_uid`` and
+            ``sop_uid`` given too, the same inputs give byte-identical files.
         segments: the labels to describe; segment number = label id.
         omit_empty_frames: leave out frames where a segment is empty (smaller files for long series).
 
@@ -238,8 +239,16 @@ def write_seg(
     )
     seg.SeriesDescription = series_description[:64]
     if content_date_time is not None:
+        # Reproducible files: replace the clock and the random UIDs highdicom adds with derived ones.
         seg.ContentDate, seg.ContentTime = content_date_time
         seg.SeriesDate, seg.SeriesTime = content_date_time
         seg.InstanceCreationDate, seg.InstanceCreationTime = content_date_time
+        dimension_uid = generate_uid(entropy_srcs=[str(seg.SOPInstanceUID), "dimension organization"])
+        for key in ("DimensionOrganizationSequence", "DimensionIndexSequence"):
+            for item in seg.get(key, []):
+                item.DimensionOrganizationUID = dimension_uid
+        for item in seg.get("ContributingEquipmentSequence", []):
+            if "ContributionDateTime" in item:
+                item.ContributionDateTime = "".join(content_date_time)
     with atomic_path(path) as tmp:
         seg.save_as(tmp, enforce_file_format=True)

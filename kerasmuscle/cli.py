@@ -1,0 +1,338 @@
+"""The ``kerasmuscle`` command: a thin layer over the Python API.
+
+Every command validates its arguments, calls one API function, and turns library errors into one
+line that names the file and the cause, with a non-zero exit code. ``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import click
+
+from kerasmuscle import __version__
+from kerasmuscle.errors import KerasMuscleError, ScanWarning
+
+
+class _Group(click.Group):
+    """A click group that reports errors as one line instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KerasMuscleError as exc:
+            raise click.ClickException(str(exc)) from None
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            raise click.ClickException(
+                f"unexpected {type(exc).__name__}: {exc} (run 'kerasmuscle --debug ...' for the traceback)"
+            ) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="kerasmuscle")
+@click.option("--debug", is_flag=True, help="Show full tracebacks for unexpected errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Skeletal muscle at L3 on abdominal CT (Kreher et al. 2022): read, synthesise, inspect.
+
+    Example:
+
+        kerasmuscle synth cohort --cases 6 && kerasmuscle inspect cohort --png cohort.png
+    """
+    ctx.ensure_object(dict)["debug"] = debug
+    warnings.simplefilter("ignore", ScanWarning)  # commands print the scan's warnings themselves
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="kerasmuscle")
+
+
+# --------------------------------------------------------------------------------------------------
+# synth
+
+
+@cli.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--cases", default=6, show_default=True, type=click.IntRange(1), help="Number of cases.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed; the same seed gives the same cohort.")
+@click.option("--workers", type=click.IntRange(1), help="Processes to use [default: all CPU cores].")
+@click.option("--image-size", type=click.IntRange(64), help="Rows and columns per slice [default: 512].")
+@click.option("--slices", type=click.IntRange(1), help="Adjacent slices per case [default: 3].")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="A SynthConfig JSON file (see kerasmuscle.config.SynthConfig).")
+@click.option("--seg/--no-seg", default=None, help="Also write labels as DICOM SEG [default: if highdicom is installed].")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists and is not empty.")
+@click.option("--preview", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write a PNG of up to six cases, with and without the label colours.")
+def synth(out: Path, cases: int, seed: int, workers: int | None, image_size: int | None, slices: int | None,
+          config_path: Path | None, seg: bool | None, overwrite: bool, preview: Path | None) -> None:
+    """Make a synthetic L3 cohort: CT DICOM series, labels as NIfTI and DICOM SEG, dataset.json.
+
+    Synthetic data proves the machinery (reading, training, export), not clinical accuracy.
+
+    Example:
+
+        kerasmuscle synth cohort --cases 20 --seed 1 --preview cohort.png
+    """
+    from kerasmuscle.config import SynthConfig
+    from kerasmuscle.synth.cohort import write_cohort
+
+    config = SynthConfig.load(config_path) if config_path else SynthConfig()
+    changes = {k: v for k, v in (("image_size", image_size), ("slices", slices)) if v is not None}
+    if changes:
+        try:
+            config = config.replace(**changes)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    start = time.perf_counter()
+    with click.progressbar(length=cases, label="synth", file=sys.stderr) as bar:
+        last = [0]
+
+        def progress(done: int, total: int) -> None:
+            bar.update(done - last[0])
+            last[0] = done
+
+        dataset = write_cohort(out, cases=cases, seed=seed, config=config, workers=workers, seg=seg,
+                               overwrite=overwrite, progress=progress)
+    elapsed = time.perf_counter() - start
+    click.echo(f"wrote {cases} synthetic case(s) to {out} in {elapsed:.1f} s ({cases / elapsed:.1f} cases/s)")
+    click.echo(f"dataset: {dataset}")
+    if preview:
+        _dataset_preview(out, preview)
+        click.echo(f"preview: {preview}")
+
+
+# --------------------------------------------------------------------------------------------------
+# inspect
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--labels", "labels_path", type=click.Path(path_type=Path),
+              help="A label map to check against the scan (NIfTI, NPZ or DICOM SEG).")
+@click.option("--series", help="SeriesInstanceUID to read when a folder holds several series.")
+@click.option("--force", is_flag=True, help="Read non-CT DICOM (MR, CR, ...) anyway.")
+@click.option("--png", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a picture: the middle slice (with labels), or a grid of a dataset's cases.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def inspect(path: Path, labels_path: Path | None, series: str | None, force: bool, png: Path | None,
+            as_json: bool) -> None:
+    """Show what kerasmuscle reads from a scan or a dataset folder, and check it.
+
+    PATH is a DICOM series folder, a DICOM file, a NIfTI or NPZ file, or a dataset folder with a
+    dataset.json (then every case and its labels are read; a bad case is reported and the rest go
+    on; the exit code is non-zero if any failed).
+
+    Examples:
+
+        kerasmuscle inspect ../shared/data/tcia-pancreas-ct-cb-001/dicom
+
+        kerasmuscle inspect cohort --png cohort.png
+    """
+    if path.is_dir() and (path / "dataset.json").is_file():
+        _inspect_dataset(path, png, as_json)
+        return
+    from kerasmuscle.io import read_labels, read_scan
+
+    scan = read_scan(path, series_uid=series, force=force)
+    labels = read_labels(labels_path, like=scan) if labels_path else None
+    summary = scan.summary()
+    if labels is not None:
+        summary["labels"] = _label_summary(labels, scan)
+    if as_json:
+        click.echo(json.dumps(summary, indent=1, default=str))
+    else:
+        _print_scan(summary)
+    if png:
+        from kerasmuscle.report import overlay, save_png, window
+
+        k = int(labels.labelled_slices()[len(labels.labelled_slices()) // 2]) if (
+            labels is not None and len(labels.labelled_slices())) else len(scan.hu) // 2
+        grey = window(scan.hu[k])
+        tiles = [overlay(grey)]
+        if labels is not None:
+            tiles.append(overlay(grey, labels.array[k]))
+        import numpy as np
+
+        save_png(png, np.concatenate(tiles, axis=1))
+        click.echo(f"picture of slice {k}: {png}")
+
+
+def _label_summary(labels, scan) -> dict[str, Any]:
+    import numpy as np
+
+    from kerasmuscle.labels import LABELS
+
+    area = scan.pixel_area_mm2 / 100.0
+    values, counts = np.unique(labels.array, return_counts=True)
+    names = {lab.id: lab.name for lab in LABELS}
+    names.update(labels.names)
+    labelled = labels.labelled_slices()
+    per = max(len(labelled), 1)
+    return {
+        "source": labels.source,
+        "labelled_slices": [int(k) for k in labelled],
+        "mean_area_cm2_per_labelled_slice": {
+            f"{int(v)} {names.get(int(v), '?')}": round(float(c) * area / per, 2)
+            for v, c in zip(values, counts) if v != 0
+        },
+    }
+
+
+def _print_scan(s: dict[str, Any]) -> None:
+    rows = [("source", s["source"])]
+    fmt = s["format"]
+    if s.get("transfer_syntax"):
+        fmt += f" ({s['transfer_syntax']})"
+    rows.append(("format", fmt))
+    if s.get("series_uid"):
+        desc = f" '{s['series_description']}'" if s.get("series_description") else ""
+        rows.append(("series", f"{s['series_uid']}{desc}"))
+        who = ", ".join(str(x) for x in (s.get("patient_id"), s.get("patient_sex"), s.get("patient_age")) if x)
+        height = f"height {s['patient_size_m']:.2f} m" if s.get("patient_size_m") else "height unknown"
+        rows.append(("patient", f"{who or 'unknown'}; {height}"))
+    shape, sp = s["shape"], s["spacing_mm"]
+    rows.append(("slices", f"{shape[0]} of {shape[1]} x {shape[2]} pixels"))
+    rows.append(("spacing", f"{sp[0]:.3f} mm between slices; pixels {sp[1]:.4f} x {sp[2]:.4f} mm"))
+    if s["slice_locations_mm"]:
+        rows.append(("z range", f"{s['slice_locations_mm'][0]:.2f} .. {s['slice_locations_mm'][1]:.2f} mm"))
+    rows.append(("HU range", f"{s['hu_min']:.0f} .. {s['hu_max']:.0f}"))
+    if "labels" in s:
+        lab = s["labels"]
+        rows.append(("labels", f"{lab['source']}: {len(lab['labelled_slices'])} labelled slice(s)"))
+        for name, cm2 in lab["mean_area_cm2_per_labelled_slice"].items():
+            rows.append(("", f"{name}: {cm2:.2f} cm2 per labelled slice"))
+    for key, value in rows:
+        click.echo(f"{key + ':' if key else '':<10} {value}")
+    if s["warnings"]:
+        click.echo(f"warnings:  {len(s['warnings'])}")
+        for w in s["warnings"]:
+            click.echo(f"  - {w}")
+    else:
+        click.echo("warnings:  none")
+
+
+def _inspect_dataset(folder: Path, png: Path | None, as_json: bool) -> None:
+    import numpy as np
+
+    from kerasmuscle.data import load_dataset
+    from kerasmuscle.io import read_labels, read_scan
+    from kerasmuscle.labels import MUSCLE_LABELS
+
+    cases = load_dataset(folder)
+    rows, failures = [], []
+    for case in cases:
+        try:
+            scan = read_scan(case.image)
+            labels = read_labels(case.labels, like=scan) if case.labels else None
+            seg_agrees = None
+            if case.seg is not None and labels is not None:
+                seg_agrees = bool(np.array_equal(read_labels(case.seg, like=scan).array, labels.array))
+            area = scan.pixel_area_mm2 / 100.0
+            k = len(scan.hu) // 2
+            row = {
+                "id": case.id, "patient_id": case.patient_id, "slices": scan.shape[0],
+                "pixel_mm": round(scan.spacing[1], 3), "hu_min": float(scan.hu.min()), "hu_max": float(scan.hu.max()),
+                "height_m": case.height_m or scan.height_m,
+                "muscle_cm2_middle_slice": None if labels is None else
+                round(float(np.count_nonzero(labels.array[k])) * area, 1),
+                **({} if labels is None else {
+                    lab.key: round(float(np.count_nonzero(labels.array[k] == lab.id)) * area, 1)
+                    for lab in MUSCLE_LABELS}),
+                "seg_matches_labels": seg_agrees, "warnings": len(scan.warnings),
+            }
+            rows.append(row)
+        except KerasMuscleError as exc:
+            failures.append(f"{case.id}: {exc}")
+    if as_json:
+        click.echo(json.dumps({"cases": rows, "failed": failures}, indent=1, default=str))
+    else:
+        head = ["id", "patient_id", "slices", "pixel_mm", "hu_min", "hu_max", "height_m",
+                "muscle_cm2_middle_slice", "seg_matches_labels"]
+        click.echo(f"{folder}: {len(cases)} case(s)")
+        click.echo("  ".join(h for h in head))
+        for r in rows:
+            click.echo("  ".join(str(r.get(h)) for h in head))
+    if png:
+        _dataset_preview(folder, png)
+        click.echo(f"picture: {png}")
+    if failures:
+        for line in failures:
+            click.echo(f"failed: {line}", err=True)
+        raise click.ClickException(f"{len(failures)} of {len(cases)} case(s) could not be read")
+
+
+def _dataset_preview(folder: Path, png: Path, count: int = 6) -> None:
+    """Middle slices of the first cases: the CT on top, the same with label colours below."""
+    from kerasmuscle.data import load_dataset
+    from kerasmuscle.io import read_labels, read_scan
+    from kerasmuscle.report import contact_sheet, overlay, save_png, window
+
+    cases = load_dataset(folder)[:count]
+    plain, coloured, titles = [], [], []
+    for case in cases:
+        scan = read_scan(case.image)
+        k = len(scan.hu) // 2
+        grey = window(scan.hu[k])
+        plain.append(overlay(grey))
+        labels = read_labels(case.labels, like=scan).array[k] if case.labels else None
+        coloured.append(overlay(grey, labels))
+        titles.append(case.id)
+    sheet = contact_sheet(plain + coloured, columns=len(cases), titles=titles + [""] * len(cases), tile_size=320)
+    save_png(png, sheet)
+
+
+# --------------------------------------------------------------------------------------------------
+# info
+
+
+@cli.command()
+def info() -> None:
+    """Show versions, the machine, and which optional extras are installed.
+
+    Example:
+
+        kerasmuscle info
+    """
+    import platform
+    from importlib import metadata
+
+    def version(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    click.echo(f"kerasmuscle {__version__} (Python {platform.python_version()}, {platform.system()} "
+               f"{platform.machine()}, {os.cpu_count()} CPU cores)")
+    groups = {
+        "required": ["numpy", "pydicom", "nibabel", "click", "onnxruntime", "pillow"],
+        "dicom": ["highdicom", "pylibjpeg", "pylibjpeg-openjpeg", "pylibjpeg-libjpeg", "pyjpegls"],
+        "train": ["tensorflow-cpu|tensorflow", "keras"],
+        "export": ["tf2onnx", "onnx", "ai-edge-litert"],
+    }
+    for group, dists in groups.items():
+        parts, missing = [], []
+        for spec in dists:
+            found = next(((d, v) for d in spec.split("|") if (v := version(d))), None)
+            if found:
+                parts.append(f"{found[0]} {found[1]}")
+            else:
+                missing.append(spec.split("|")[0])
+        status = ", ".join(parts) if parts else "none"
+        if missing:
+            hint = f"  (missing: {', '.join(missing)}" + (
+                f"; pip install 'kerasmuscle[{group}]')" if group != "required" else ")")
+            status += hint
+        click.echo(f"{group + ':':<10} {status}")

@@ -1,0 +1,1 @@
+"""Synthetic L3 cohorts: anatomy drawn as a label map, rendered as CT, written as real DICOM."""
