@@ -301,8 +301,8 @@ def _axial(f: _File) -> bool:
     """Whether a file's slices look axial (reformatted sagittal or coronal series rank lower)."""
     ori = f.ds.get("ImageOrientationPatient")
     if ori is None:
-        ori = (_fg(f.ds, 0, "PlaneOrientationSequence") or {}).get("ImageOrientationPatient") \
-            if "SharedFunctionalGroupsSequence" in f.ds or "PerFrameFunctionalGroupsSequence" in f.ds else None
+        item = functional_group(f.ds, 0, "PlaneOrientationSequence")
+        ori = item.get("ImageOrientationPatient") if item is not None else None
     try:
         n = slice_normal([float(v) for v in ori])
     except (TypeError, ValueError):
@@ -383,8 +383,9 @@ def _floats(value: Any, n: int, path: str, name: str) -> np.ndarray:
     return arr
 
 
-def _fg(ds: Dataset, frame: int, seq: str) -> Dataset | None:
-    """The item of functional group ``seq`` for ``frame``: per-frame first, then shared."""
+def functional_group(ds: Dataset, frame: int, seq: str) -> Dataset | None:
+    """The item of functional group ``seq`` for ``frame`` of a multi-frame dataset: per-frame first,
+    then shared; None when neither has it."""
     per = ds.get("PerFrameFunctionalGroupsSequence")
     shared = ds.get("SharedFunctionalGroupsSequence")
     for item in ((per[frame] if per is not None and frame < len(per) else None),
@@ -401,12 +402,12 @@ def _frames_of(f: _File, messages: list[str], missing_rescale: list[str]) -> lis
     if "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds:
         out = []
         for i in range(n_frames):
-            pos = _fg(ds, i, "PlanePositionSequence")
-            ori = _fg(ds, i, "PlaneOrientationSequence")
-            meas = _fg(ds, i, "PixelMeasuresSequence")
+            pos = functional_group(ds, i, "PlanePositionSequence")
+            ori = functional_group(ds, i, "PlaneOrientationSequence")
+            meas = functional_group(ds, i, "PixelMeasuresSequence")
             if pos is None or ori is None or meas is None:
                 raise ReadError(f.path, f"frame {i + 1} lacks plane position, orientation or pixel measures")
-            trans = _fg(ds, i, "PixelValueTransformationSequence")
+            trans = functional_group(ds, i, "PixelValueTransformationSequence")
             rescale = _rescale_dataset(f.path, trans if trans is not None else ds, missing_rescale,
                                        has_lut="ModalityLUTSequence" in ds and trans is None)
             if rescale is None:

@@ -15,19 +15,11 @@ from typing import Any
 import numpy as np
 
 from kerasmuscle.errors import MissingExtraError, ReadError
+from kerasmuscle.io.dicom import functional_group
 from kerasmuscle.io.scan import Scan, check_axial, note, regular_spacing, slice_normal
 from kerasmuscle.labels import CATEGORY, MUSCLE_LABELS, Label
 
 SEG_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7"}
-
-
-def _item(ds, frame: int, seq: str):
-    per = ds.get("PerFrameFunctionalGroupsSequence")
-    shared = ds.get("SharedFunctionalGroupsSequence")
-    for item in ((per[frame] if per is not None and frame < len(per) else None), (shared[0] if shared else None)):
-        if item is not None and seq in item and len(item[seq].value):
-            return item[seq].value[0]
-    return None
 
 
 def read_seg(path: str | os.PathLike) -> dict[str, Any]:
@@ -70,16 +62,16 @@ def read_seg(path: str | os.PathLike) -> dict[str, Any]:
 
     positions, orientations, segments, refs, spacings = [], [], [], [], []
     for i in range(n_frames):
-        pos, ori, meas = (_item(ds, i, s) for s in
+        pos, ori, meas = (functional_group(ds, i, s) for s in
                           ("PlanePositionSequence", "PlaneOrientationSequence", "PixelMeasuresSequence"))
         if pos is None or ori is None or meas is None:
             raise ReadError(path, f"frame {i + 1} lacks plane position, orientation or pixel measures")
         positions.append(np.array([float(v) for v in pos.ImagePositionPatient]))
         orientations.append(np.array([float(v) for v in ori.ImageOrientationPatient]))
         spacings.append(tuple(float(v) for v in meas.PixelSpacing))
-        ident = _item(ds, i, "SegmentIdentificationSequence")
+        ident = functional_group(ds, i, "SegmentIdentificationSequence")
         segments.append(int(ident.ReferencedSegmentNumber) if ident is not None else 0)
-        der = _item(ds, i, "DerivationImageSequence")
+        der = functional_group(ds, i, "DerivationImageSequence")
         srcs = der.get("SourceImageSequence", []) if der is not None else []
         refs.append(tuple(str(s.ReferencedSOPInstanceUID) for s in srcs))
     if seg_type != "LABELMAP" and any(s == 0 for s in segments):
@@ -124,7 +116,7 @@ def read_seg(path: str | os.PathLike) -> dict[str, Any]:
         shown = ", ".join(f"segments {a} and {b} in {n} pixels" for (a, b), n in list(overlaps.items())[:3])
         raise ReadError(path, f"segments overlap ({shown}); a label map holds one label per pixel")
 
-    meas = _item(ds, 0, "PixelMeasuresSequence")
+    meas = functional_group(ds, 0, "PixelMeasuresSequence")
     if len(slice_locs) > 1:
         spacing_z = regular_spacing(path, np.array(slice_locs), messages)
     else:
