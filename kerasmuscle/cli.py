@@ -155,17 +155,13 @@ def inspect(path: Path, labels_path: Path | None, series: str | None, force: boo
     else:
         _print_scan(summary)
     if png:
-        from kerasmuscle.report import overlay, save_png, window
+        from kerasmuscle.report import contact_sheet, overlay, save_png, window
 
-        k = int(labels.labelled_slices()[len(labels.labelled_slices()) // 2]) if (
-            labels is not None and len(labels.labelled_slices())) else len(scan.hu) // 2
+        labelled = labels.labelled_slices() if labels is not None else []
+        k = int(labelled[len(labelled) // 2]) if len(labelled) else len(scan.hu) // 2
         grey = window(scan.hu[k])
-        tiles = [overlay(grey)]
-        if labels is not None:
-            tiles.append(overlay(grey, labels.array[k]))
-        import numpy as np
-
-        save_png(png, np.concatenate(tiles, axis=1))
+        tiles = [overlay(grey)] + ([overlay(grey, labels.array[k])] if labels is not None else [])
+        save_png(png, contact_sheet(tiles, columns=len(tiles)))
         click.echo(f"picture of slice {k}: {png}")
 
 
@@ -288,7 +284,8 @@ def _dataset_preview(folder: Path, png: Path, count: int = 6) -> None:
         plain.append(overlay(grey))
         labels = read_labels(case.labels, like=scan).array[k] if case.labels else None
         coloured.append(overlay(grey, labels))
-        titles.append(case.id)
+        facts = [str(case.meta[k]) for k in ("sex", "age_years", "contrast_phase") if case.meta.get(k) is not None]
+        titles.append(" ".join([case.id, *facts]))
     sheet = contact_sheet(plain + coloured, columns=len(cases), titles=titles + [""] * len(cases), tile_size=320)
     save_png(png, sheet)
 
