@@ -72,7 +72,7 @@ def main() -> None:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="A SynthConfig JSON file (see kerasmuscle.config.SynthConfig).")
 @click.option("--seg/--no-seg", default=None, help="Also write labels as DICOM SEG [default: if highdicom is installed].")
-@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists and is not empty.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT (and the --preview picture) if they exist.")
 @click.option("--preview", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write a PNG of up to six cases, with and without the label colours.")
 def synth(out: Path, cases: int, seed: int, workers: int | None, image_size: int | None, slices: int | None,
@@ -88,6 +88,7 @@ def synth(out: Path, cases: int, seed: int, workers: int | None, image_size: int
     from kerasmuscle.config import SynthConfig
     from kerasmuscle.synth.cohort import write_cohort
 
+    _refuse_existing(preview, overwrite)
     config = SynthConfig.load(config_path) if config_path else SynthConfig()
     changes = {k: v for k, v in (("image_size", image_size), ("slices", slices)) if v is not None}
     if changes:
@@ -126,8 +127,9 @@ def synth(out: Path, cases: int, seed: int, workers: int | None, image_size: int
 @click.option("--png", type=click.Path(dir_okay=False, path_type=Path),
               help="Write a picture: the middle slice (with labels), or a grid of a dataset's cases.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.option("--overwrite", is_flag=True, help="Replace the --png picture if it exists.")
 def inspect(path: Path, labels_path: Path | None, series: str | None, force: bool, png: Path | None,
-            as_json: bool) -> None:
+            as_json: bool, overwrite: bool) -> None:
     """Show what kerasmuscle reads from a scan or a dataset folder, and check it.
 
     PATH is a DICOM series folder, a DICOM file, a NIfTI or NPZ file, or a dataset folder with a
@@ -140,6 +142,7 @@ def inspect(path: Path, labels_path: Path | None, series: str | None, force: boo
 
         kerasmuscle inspect cohort --png cohort.png
     """
+    _refuse_existing(png, overwrite)
     if path.is_dir() and (path / "dataset.json").is_file():
         _inspect_dataset(path, png, as_json)
         return
@@ -163,6 +166,12 @@ def inspect(path: Path, labels_path: Path | None, series: str | None, force: boo
         tiles = [overlay(grey)] + ([overlay(grey, labels.array[k])] if labels is not None else [])
         save_png(png, contact_sheet(tiles, columns=len(tiles)))
         click.echo(f"picture of slice {k}: {png}")
+
+
+def _refuse_existing(path: Path | None, overwrite: bool) -> None:
+    """Outputs never replace a user's file unless asked to (checked before any work starts)."""
+    if path is not None and path.exists() and not overwrite:
+        raise click.ClickException(f"{path}: exists; choose another name or pass --overwrite")
 
 
 def _label_summary(labels, scan) -> dict[str, Any]:
@@ -256,10 +265,12 @@ def _inspect_dataset(folder: Path, png: Path | None, as_json: bool) -> None:
     else:
         head = ["id", "patient_id", "slices", "pixel_mm", "hu_min", "hu_max", "height_m",
                 "muscle_cm2_middle_slice", "seg_matches_labels"]
+        table = [head] + [["-" if r.get(h) is None else f"{r[h]:g}" if isinstance(r[h], float) else str(r[h])
+                           for h in head] for r in rows]
+        widths = [max(len(line[i]) for line in table) for i in range(len(head))]
         click.echo(f"{folder}: {len(cases)} case(s)")
-        click.echo("  ".join(h for h in head))
-        for r in rows:
-            click.echo("  ".join(str(r.get(h)) for h in head))
+        for line in table:
+            click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
     if png:
         _dataset_preview(folder, png)
         click.echo(f"picture: {png}")

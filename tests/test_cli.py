@@ -95,3 +95,15 @@ def test_synth_rejects_a_bad_config(tmp_path):
     result = CliRunner().invoke(cli, ["synth", str(tmp_path / "o"), "--config", str(tmp_path / "c.json")])
     assert result.exit_code != 0 and "image_size must be a multiple of 16" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_pictures_never_replace_a_users_file(tmp_path, series):
+    mine = tmp_path / "mine.png"
+    mine.write_bytes(b"my holiday photo")
+    result = CliRunner().invoke(cli, ["inspect", str(series), "--png", str(mine)])
+    assert result.exit_code != 0 and "exists; choose another name or pass --overwrite" in result.output
+    assert mine.read_bytes() == b"my holiday photo"
+    result = CliRunner().invoke(cli, ["synth", str(tmp_path / "c"), "--preview", str(mine)])
+    assert result.exit_code != 0 and not (tmp_path / "c").exists()
+    result = CliRunner().invoke(cli, ["inspect", str(series), "--png", str(mine), "--overwrite"])
+    assert result.exit_code == 0 and mine.read_bytes().startswith(b"\x89PNG")

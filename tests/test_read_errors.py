@@ -295,3 +295,8 @@ def test_an_axial_series_wins_over_a_larger_reformat(tmp_path, series):
         edit(f, ImageOrientationPatient=[1, 0, 0, 0, 0, -1])
     scan = read_scan(folder)
     assert scan.shape[0] == 5 and scan.normal[2] == pytest.approx(1.0)
+
+
+def test_an_empty_list_of_files_is_an_error():
+    with pytest.raises(ReadError, match="no files given"):
+        read_scan([])

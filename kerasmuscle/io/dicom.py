@@ -244,10 +244,10 @@ def read_dicom(path: str | os.PathLike | list, *, series_uid: str | None = None,
     """
     messages: list[str] = []
     if isinstance(path, (list, tuple)):
-        source = os.fspath(path[0]) if len(path) == 1 else f"{len(path)} files"
         paths = [os.fspath(p) for p in path]
         if not paths:
             raise ReadError(None, "no files given")
+        source = paths[0] if len(paths) == 1 else f"{len(paths)} files"
         for p in paths:
             if not os.path.isfile(p):
                 raise ReadError(p, "no such file" if not os.path.exists(p) else "is a folder, not a file")
