@@ -54,6 +54,11 @@ _LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"UC", b"UN", b"UR
 _PIXEL_TAG = (0x7FE0, 0x0010)
 
 
+class NotDicomError(ReadError):
+    """The file is plainly something else (text, an image, an archive) or cannot be opened at all;
+    a series folder skips such files, while a damaged DICOM file stops the read."""
+
+
 @dataclass
 class _File:
     """One parsed DICOM file: its header without pixel data, and where the pixel data starts."""
@@ -158,16 +163,16 @@ def read_header(path: str) -> _File:
     try:
         kind = sniff(path)
     except OSError as exc:
-        raise ReadError(path, f"cannot read file ({exc.strerror})") from None
+        raise NotDicomError(path, f"cannot read file ({exc.strerror})") from None
     if kind not in ("dicom", "unknown"):
-        raise ReadError(path, describe_non_dicom(path, kind))
+        raise NotDicomError(path, describe_non_dicom(path, kind))
     try:
         with open(path, "rb") as fh:
             ds = pydicom.dcmread(fh, stop_before_pixels=True, force=kind == "unknown")
             offset = fh.tell()
             size = os.fstat(fh.fileno()).st_size
             if kind == "unknown" and not _looks_like_dicom(ds):
-                raise ReadError(path, describe_non_dicom(path, kind))
+                raise NotDicomError(path, describe_non_dicom(path, kind))
             ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
             little, implicit = _encoding(ds, ts)
             pixel_offset = None
@@ -261,10 +266,7 @@ def read_dicom(path: str | os.PathLike | list, *, series_uid: str | None = None,
         for p in names:
             try:
                 files.append(read_header(p))
-            except ReadError as exc:
-                # A file that is plainly something else (notes, pictures) is skipped; a damaged DICOM is not.
-                if sniff(p) in ("dicom",) or "truncated" in exc.cause or "unreadable" in exc.cause:
-                    raise
+            except NotDicomError as exc:
                 skipped.append((p, exc.cause))
         if not files:
             listed = ", ".join(os.path.relpath(p, source) for p, _ in skipped[:3])
@@ -445,7 +447,7 @@ def _rescale_dataset(path: str, holder: Dataset, missing: list[str], has_lut: bo
         return None
     slope, intercept = holder.get("RescaleSlope"), holder.get("RescaleIntercept")
     if slope not in (None, "") and intercept not in (None, ""):
-        return holder if holder is not None else None
+        return holder
     stand_in = Dataset()
     stand_in.RescaleSlope = slope if slope not in (None, "") else 1
     stand_in.RescaleIntercept = intercept if intercept not in (None, "") else 0
@@ -539,11 +541,7 @@ def _build_scan(source: str, files: list[_File], messages: list[str]) -> Scan:
                        "-1000 for air; the intercept is probably -1024")
 
     ds0 = frames[0].file.ds
-    uniq_files: list[_File] = []
-    for fr in frames:
-        if not uniq_files or uniq_files[-1] is not fr.file:
-            if all(u is not fr.file for u in uniq_files):
-                uniq_files.append(fr.file)
+    uniq_files = list({id(fr.file): fr.file for fr in frames}.values())  # in slice order
     info = DicomInfo(
         study_uid=str(ds0.get("StudyInstanceUID", "")),
         series_uid=str(ds0.get("SeriesInstanceUID", "")),

@@ -88,7 +88,6 @@ def make_planned_case(plan: CasePlan, seed: int, config: SynthConfig):
 def _write_case(args: tuple[CasePlan, int, SynthConfig, str, bool]) -> dict[str, Any]:
     """Make one case and write its files below ``root``; return its dataset.json record."""
     from kerasmuscle import __version__
-    from kerasmuscle.io import Scan
     from kerasmuscle.io.ctwrite import SeriesInfo, write_ct_series
     from kerasmuscle.io.nifti import write_nifti
     from kerasmuscle.io.scan import AXIAL_ORIENTATION, make_affine
@@ -146,11 +145,11 @@ def _write_case(args: tuple[CasePlan, int, SynthConfig, str, bool]) -> dict[str,
         "height_m": round(float(patient["height_m"]), 3),
     }
     if with_seg:
+        from kerasmuscle.io import read_scan
         from kerasmuscle.io.seg import write_seg
 
-        headers = _headers_for_seg(folder / "dicom")
-        scan = Scan(hu=case.hu, spacing=(config.slice_spacing_mm, ps, ps), positions=positions, dicom=headers)
-        write_seg(folder / "seg.dcm", case.labels, scan, series_uid=_uid(seed, plan.index, "seg-series"),
+        # The SEG references the images as written, so it is made from the series read back.
+        write_seg(folder / "seg.dcm", case.labels, read_scan(folder / "dicom"), series_uid=_uid(seed, plan.index, "seg-series"),
                   sop_uid=_uid(seed, plan.index, "seg"), series_number=99,
                   series_description="SYNTHETIC L3 muscle ground truth", algorithm_name="kerasmuscle.synth",
                   content_date_time=(info.study_date, info.study_time))
@@ -164,13 +163,6 @@ def _write_case(args: tuple[CasePlan, int, SynthConfig, str, bool]) -> dict[str,
         **{k: v for k, v in case.acquisition.items() if isinstance(v, (str, int, float, bool))},
     })
     return record
-
-
-def _headers_for_seg(series: Path):
-    """The written series' headers in slice order, as the SEG writer's source images."""
-    from kerasmuscle.io import read_scan
-
-    return read_scan(series).dicom
 
 
 def _has_highdicom() -> bool:
