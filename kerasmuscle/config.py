@@ -209,4 +209,223 @@ class SynthConfig(Config):
             raise ValueError(f"contrast_phases must be a non-empty subset of {CONTRAST_PHASES}, got {self.contrast_phases}")
 
 
-__all__ = ["CONTRAST_PHASES", "Config", "ConfigError", "SynthConfig"]
+PRESETS = ("paper", "classic")
+
+
+@dataclass(frozen=True)
+class UNetConfig(Config):
+    """The 2-D U-Net of :func:`kerasmuscle.model.build_unet`.
+
+    Args:
+        filters: feature maps of the encoder blocks, one per level (the paper's depth 4: 32/64/128/256).
+        bottleneck: feature maps of the block below the deepest pooling.
+        decoder_filters: feature maps of the decoder blocks' convolutions, deepest first.
+        up_kernel: kernel size of the transposed convolutions that upsample to the skip connection's width.
+        input_channels: 1 (one slice) or 3 (the slice and its two neighbours as channels).
+        num_classes: softmax outputs (background + five muscle groups).
+        bn_momentum: batch normalisation's moving-average momentum. 0.9 rather than Keras' 0.99: with a
+            few dozen steps per epoch the slower average lags the weights so far that validation scores
+            of the first tens of epochs are near zero.
+
+    Use :meth:`preset` for the two readings of the paper; see the README for why ``paper`` is built so.
+    """
+
+    filters: tuple[int, ...] = (32, 64, 128, 256)
+    bottleneck: int = 512
+    decoder_filters: tuple[int, ...] = (512, 256, 128, 64)
+    up_kernel: int = 3
+    input_channels: int = 1
+    num_classes: int = 6
+    bn_momentum: float = 0.9
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.bn_momentum < 1.0:
+            raise ValueError(f"bn_momentum must be within (0, 1), got {self.bn_momentum}")
+        if not self.filters or any(f < 1 for f in self.filters):
+            raise ValueError(f"filters must be positive, got {self.filters}")
+        if len(self.decoder_filters) != len(self.filters):
+            raise ValueError(f"decoder_filters needs one value per level ({len(self.filters)}), got {self.decoder_filters}")
+        if self.input_channels not in (1, 3):
+            raise ValueError(f"input_channels must be 1 or 3, got {self.input_channels}")
+        if self.up_kernel < 2:
+            raise ValueError(f"up_kernel must be at least 2, got {self.up_kernel}")
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
+
+    @property
+    def size_multiple(self) -> int:
+        """Input rows and columns must be multiples of this (2 ** depth)."""
+        return 2 ** len(self.filters)
+
+    @classmethod
+    def preset(cls, name: str, **changes: Any) -> "UNetConfig":
+        """Return a named architecture, optionally with some fields changed.
+
+        Args:
+            name: ``"paper"``: encoder 32/64/128/256, a 512 bottleneck, 3x3 transposed convolutions to the
+                skip width and decoder convolutions 512/256/128/64, 12,943,494 learnable parameters, the
+                paper's 12.9 M; ``"classic"``: the usual mirror decoder 256/128/64/32 with 2x2 transposed
+                convolutions, 7,766,150 parameters.
+            changes: fields to override (for example ``input_channels=3``).
+
+        Returns:
+            The config.
+        """
+        if name == "paper":
+            base = cls()
+        elif name == "classic":
+            base = cls(decoder_filters=(256, 128, 64, 32), up_kernel=2)
+        else:
+            raise ConfigError(f"unknown preset {name!r}; presets are {', '.join(PRESETS)}")
+        return base.replace(**changes) if changes else base
+
+
+@dataclass(frozen=True)
+class PreprocessConfig(Config):
+    """How a CT slice becomes network input; training and the predictor share it (see
+    :mod:`kerasmuscle.preprocessing`).
+
+    Args:
+        image_size: rows and columns of the network input; slices are resized to it (a multiple of 16).
+        channels: 1 (the slice) or 3 (the slice between its two neighbours).
+        hu_window: HU clipped to this range, then mapped linearly onto -1..1.
+    """
+
+    image_size: int = 512
+    channels: int = 1
+    hu_window: tuple[float, float] = (-250.0, 250.0)
+
+    def __post_init__(self) -> None:
+        if self.image_size < 16 or self.image_size % 16:
+            raise ValueError(f"image_size must be a positive multiple of 16, got {self.image_size}")
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        if not self.hu_window[0] < self.hu_window[1]:
+            raise ValueError(f"hu_window must be (low, high) with low < high, got {self.hu_window}")
+
+
+@dataclass(frozen=True)
+class AugmentConfig(Config):
+    """Training-time augmentation, drawn per slice from a seeded stream (validation is never augmented).
+
+    Args:
+        enabled: switch all augmentation off with False.
+        rotation_deg: rotation drawn uniformly from +-this many degrees.
+        scale: zoom factor range.
+        translate: shift range as a fraction of the image size (each axis).
+        flip_lr: mirror left-right with probability 1/2 (the classes are not sided).
+        intensity_scale: contrast factor range, applied around the window centre.
+        intensity_shift_hu: brightness shift drawn from +-this many HU.
+        noise_hu: standard deviation of added Gaussian noise drawn from this range, in HU.
+    """
+
+    enabled: bool = True
+    rotation_deg: float = 12.0
+    scale: tuple[float, float] = (0.85, 1.15)
+    translate: float = 0.06
+    flip_lr: bool = True
+    intensity_scale: tuple[float, float] = (0.9, 1.1)
+    intensity_shift_hu: float = 20.0
+    noise_hu: tuple[float, float] = (0.0, 15.0)
+
+    def __post_init__(self) -> None:
+        _check_range("scale", self.scale, 0.25, 4.0)
+        _check_range("intensity_scale", self.intensity_scale, 0.1, 10.0)
+        _check_range("noise_hu", self.noise_hu, 0.0, 500.0)
+        for name in ("rotation_deg", "translate", "intensity_shift_hu"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class LossConfig(Config):
+    """The soft Dice loss (see :class:`kerasmuscle.model.losses.DiceLoss`).
+
+    Args:
+        include_background: count class 0 in the mean over classes.
+        smooth: added to numerator and denominator, so empty classes give a finite loss.
+        reduction: ``"batch"`` pools pixels of the whole batch per class; ``"image"`` scores each image
+            and averages.
+    """
+
+    include_background: bool = False
+    smooth: float = 1.0
+    reduction: str = "batch"
+
+    def __post_init__(self) -> None:
+        if self.reduction not in ("batch", "image"):
+            raise ValueError(f"reduction must be 'batch' or 'image', got {self.reduction!r}")
+        if self.smooth < 0:
+            raise ValueError(f"smooth must not be negative, got {self.smooth}")
+
+
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+@dataclass(frozen=True)
+class TrainConfig(Config):
+    """Everything a cross-validation run is made from; saved as the run folder's ``config.json``.
+
+    Args:
+        model: the network.
+        preprocess: slice to network input (``preprocess.channels`` must equal ``model.input_channels``).
+        augment: training-time augmentation.
+        loss: the soft Dice loss.
+        folds: number of patient-grouped cross-validation folds.
+        tune_fraction: share of each fold's training patients held back to drive the learning-rate
+            schedule, early stopping and the best checkpoint, so the fold's validation cases are only
+            ever used for evaluation (0 monitors the training loss instead).
+        epochs: maximum epochs per fold.
+        batch_size: slices per step (global, over all replicas).
+        learning_rate: AdamW's initial learning rate (the paper's 1e-2).
+        weight_decay: AdamW's decoupled weight decay.
+        plateau_factor, plateau_patience, min_learning_rate: ReduceLROnPlateau on the monitored Dice.
+        early_stopping_patience: epochs without improvement before a fold stops (0: never).
+        seed: folds, weights, shuffling and augmentation all follow from it.
+        mixed_precision: float16 on GPUs, bfloat16 on CPUs; the output layer stays float32.
+        strategy: tf.distribute strategy: ``default``, ``mirrored`` or ``multiworker``.
+        deterministic: make TensorFlow ops deterministic (same seed, same weights).
+    """
+
+    model: UNetConfig = UNetConfig()
+    preprocess: PreprocessConfig = PreprocessConfig()
+    augment: AugmentConfig = AugmentConfig()
+    loss: LossConfig = LossConfig()
+    folds: int = 10
+    tune_fraction: float = 0.1
+    epochs: int = 100
+    batch_size: int = 8
+    learning_rate: float = 1e-2
+    weight_decay: float = 1e-4
+    plateau_factor: float = 0.5
+    plateau_patience: int = 4
+    min_learning_rate: float = 1e-5
+    early_stopping_patience: int = 12
+    seed: int = 0
+    mixed_precision: bool = False
+    strategy: str = "default"
+    deterministic: bool = True
+
+    def __post_init__(self) -> None:
+        if self.preprocess.channels != self.model.input_channels:
+            raise ValueError(f"preprocess.channels ({self.preprocess.channels}) must equal "
+                             f"model.input_channels ({self.model.input_channels})")
+        if self.preprocess.image_size % self.model.size_multiple:
+            raise ValueError(f"image_size must be a multiple of {self.model.size_multiple}, got {self.preprocess.image_size}")
+        if self.folds < 2:
+            raise ValueError(f"folds must be at least 2, got {self.folds}")
+        if not 0.0 <= self.tune_fraction < 1.0:
+            raise ValueError(f"tune_fraction must be within [0, 1), got {self.tune_fraction}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 < self.plateau_factor < 1.0:
+            raise ValueError(f"plateau_factor must be within (0, 1), got {self.plateau_factor}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+
+
+__all__ = ["CONTRAST_PHASES", "PRESETS", "STRATEGIES", "AugmentConfig", "Config", "ConfigError", "LossConfig",
+           "PreprocessConfig", "SynthConfig", "TrainConfig", "UNetConfig"]

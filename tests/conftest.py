@@ -105,3 +105,14 @@ def dciodvfy_or_skip() -> str:
     if os.environ.get("KERASMUSCLE_REQUIRE_DCIODVFY") == "1":
         pytest.fail("dciodvfy (Debian package dicom3tools) is required here but not installed")
     pytest.skip("dciodvfy (Debian package dicom3tools) is not installed")
+
+
+@pytest.fixture(scope="session")
+def small_cohort(tmp_path_factory) -> Path:
+    """A 64x64 synthetic cohort for training tests (8 cases, seed 5, some follow-up scans), made once."""
+    from kerasmuscle.config import SynthConfig
+    from kerasmuscle.synth.cohort import write_cohort
+
+    out = tmp_path_factory.mktemp("small") / "cohort"
+    write_cohort(out, cases=8, seed=5, workers=1, config=SynthConfig(image_size=64, follow_up_fraction=0.4), seg=False)
+    return out

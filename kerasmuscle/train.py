@@ -1,0 +1,438 @@
+"""Cross-validated training and evaluation of a run folder (the TensorFlow side; ``train`` extra).
+
+A run folder holds everything a result came from and everything needed to go on::
+
+    RUN/config.json         the TrainConfig
+    RUN/splits.json         patient-grouped folds (made once; may be edited by hand before training)
+    RUN/manifest.json       dataset, versions, seeds, data hash, per-fold timings and best scores
+    RUN/cache/              preprocessed slices, one .npz per case
+    RUN/fold_K/model.keras  the best checkpoint (highest monitored Dice)
+    RUN/fold_K/last.keras   the last epoch's model and optimiser state, for resuming
+    RUN/fold_K/state.json   epoch, schedule and early-stopping state, written last after each epoch
+    RUN/fold_K/history.csv  one row per epoch
+    RUN/fold_K/metrics.csv, predictions/   written by evaluate
+    RUN/metrics.csv, table.md, table.csv, violin.png   merged over every evaluated fold
+
+Running :func:`train_run` again on the same folder resumes: finished folds are skipped and an
+interrupted fold restarts from its last finished epoch with the same batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from kerasmuscle import __version__
+from kerasmuscle.config import ConfigError, TrainConfig
+from kerasmuscle.data.dataset import Case, discover_cases, read_case
+from kerasmuscle.data.splits import load_splits, make_splits, save_splits
+from kerasmuscle.errors import KerasMuscleError, MissingExtraError
+from kerasmuscle.fileutil import atomic_path, atomic_write_text
+from kerasmuscle.labels import LABELS, MUSCLE_LABELS
+
+Log = Callable[[str], None]
+
+
+def _import_keras():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import keras
+        import tensorflow as tf
+    except ImportError as exc:
+        raise MissingExtraError("training", "train", exc.name or "tensorflow") from None
+    return keras, tf
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise KerasMuscleError(f"{path}: unreadable ({exc})") from None
+
+
+def _write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=1, default=float) + "\n")
+
+
+def run_config(run: Path, config: TrainConfig | None) -> TrainConfig:
+    """The run's config: the stored one when ``run`` has one, else ``config`` (or the defaults).
+
+    A stored config wins; a different ``config`` is an error naming the fields, except ``epochs``
+    (a run may be extended). Nothing is written here.
+    """
+    stored_path = run / "config.json"
+    if not stored_path.is_file():
+        return config or TrainConfig()
+    stored = TrainConfig.load(stored_path)
+    if config is None:
+        return stored
+    if config.replace(epochs=stored.epochs) != stored:
+        a, b = stored.to_dict(), config.to_dict()
+        changed = [k for k in a if a[k] != b[k] and k != "epochs"]
+        raise ConfigError(f"{run}: this run was made with other settings ({', '.join(changed)} differ); "
+                          "resume it without them, or train into a new --out folder")
+    return config
+
+
+def run_splits(run: Path, cases: Sequence[Case], config: TrainConfig) -> tuple[dict[str, Any], bool]:
+    """The run's splits: ``splits.json`` read and checked when present, else made (not yet saved).
+
+    Returns:
+        ``(splits, is_new)``.
+    """
+    path = run / "splits.json"
+    if path.is_file():
+        return load_splits(path, cases), False
+    try:
+        return make_splits(cases, config.folds, config.seed, config.tune_fraction), True
+    except ValueError as exc:
+        raise KerasMuscleError(f"{run}: {exc}") from None
+
+
+def _strategy(name: str):
+    _, tf = _import_keras()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _is_chief(strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
+                                             and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def compile_model(model, config: TrainConfig) -> None:
+    """Compile with the soft Dice loss, AdamW and per-class Dice metrics (names ``dice``, ``dice_<key>``)."""
+    keras, _ = _import_keras()
+    from kerasmuscle.model import ClassDice, DiceLoss
+
+    metrics = [ClassDice(num_classes=config.model.num_classes, name="dice")]
+    metrics += [ClassDice(lab.id, config.model.num_classes, name=f"dice_{lab.key}") for lab in MUSCLE_LABELS]
+    model.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate=config.learning_rate, weight_decay=config.weight_decay),
+        loss=DiceLoss.from_loss_config(config.loss),
+        metrics=metrics,
+    )
+
+
+def _epoch_callback_class():
+    keras, _ = _import_keras()
+
+    class RunState(keras.callbacks.Callback):
+        """Best checkpoint, last checkpoint, history.csv and state.json after every epoch, in that order,
+        so ``state.json`` names an epoch only when everything of it is on disk."""
+
+        def __init__(self, fold_dir: Path, monitor: str, state: dict, plateau, early, history: list, chief: bool):
+            super().__init__()
+            self.fold_dir, self.monitor, self.state = fold_dir, monitor, state
+            self.plateau, self.early, self.history, self.chief = plateau, early, history, chief
+            self.started = 0.0
+
+        def on_train_begin(self, logs=None):
+            # Runs after the callbacks it restores (it is last in the list), which reset themselves here.
+            for cb, key in ((self.plateau, "plateau"), (self.early, "early")):
+                for attr, value in self.state.get(key, {}).items():
+                    setattr(cb, attr, value)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = dict(logs or {})
+            lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items() if k != "learning_rate"},
+                   "learning_rate": lr, "seconds": round(time.perf_counter() - self.started, 3)}
+            value = float(logs.get(self.monitor, math.nan))
+            best = self.state.get("best")
+            improved = not math.isnan(value) and (best is None or value > best)
+            if improved:
+                self.state.update(best=value, best_epoch=epoch + 1)
+            self.history.append(row)
+            self.state.update(
+                epoch=epoch + 1, learning_rate=lr, finished=False,
+                plateau={"wait": int(self.plateau.wait), "best": float(self.plateau.best),
+                         "cooldown_counter": int(self.plateau.cooldown_counter)},
+                early={"wait": int(self.early.wait), "best": float(self.early.best),
+                       "best_epoch": int(getattr(self.early, "best_epoch", 0))},
+            )
+            if not self.chief:
+                return
+            if improved:
+                with atomic_path(self.fold_dir / "model.keras") as tmp:
+                    self.model.save(tmp)
+            with atomic_path(self.fold_dir / "last.keras") as tmp:
+                self.model.save(tmp)
+            write_history(self.fold_dir / "history.csv", self.history)
+            _write_json(self.fold_dir / "state.json", self.state)
+
+    return RunState
+
+
+def write_history(path: Path, rows: list[dict]) -> None:
+    """Write the per-epoch training log (columns in first-seen order)."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, columns)
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+def read_history(path: Path, upto_epoch: int) -> list[dict]:
+    """Rows of ``history.csv`` for epochs up to ``upto_epoch`` (later rows belong to a lost epoch)."""
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = [{k: float(v) if k != "epoch" else int(v) for k, v in r.items()} for r in csv.DictReader(fh)]
+    return [r for r in rows if r["epoch"] <= upto_epoch]
+
+
+def train_fold(run: Path, fold: int, config: TrainConfig, splits: dict[str, Any], slices, *,
+               verbose: int = 1, log: Log = print) -> dict[str, Any]:
+    """Train (or resume) one fold of a run.
+
+    Args:
+        run: the run folder.
+        fold: the fold index in ``splits``.
+        config: the run's config.
+        splits: the run's splits.
+        slices: a :class:`~kerasmuscle.data.pipeline.SliceSet` holding at least the fold's train and tune cases.
+        verbose: Keras progress: 0 silent, 1 progress bar, 2 one line per epoch.
+        log: where to print progress lines.
+
+    Returns:
+        The fold's final ``state.json`` content (best score and epoch, epochs run, seconds).
+    """
+    keras, tf = _import_keras()
+    from kerasmuscle.data.pipeline import make_dataset, steps_per_epoch
+    from kerasmuscle.model import CUSTOM_OBJECTS, build_unet
+
+    fold_dir = run / f"fold_{fold}"
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    state = _read_json(fold_dir / "state.json") or {}
+    if state.get("finished") and state.get("epochs") == config.epochs:
+        log(f"fold {fold}: finished earlier (best {state.get('best', math.nan):.4f} at epoch {state.get('best_epoch')})")
+        return state
+    part = splits["folds"][fold]
+    train, tune = slices.subset(part["train"]), slices.subset(part["tune"])
+    if not len(train):
+        raise KerasMuscleError(f"{run}: fold {fold} has no labelled training slices")
+    monitor = "val_dice" if len(tune) else "dice"
+    start = int(state.get("epoch", 0)) if (fold_dir / "last.keras").is_file() else 0
+    if start >= config.epochs:
+        state.update(finished=True, epochs=config.epochs)
+        _write_json(fold_dir / "state.json", state)
+        return state
+
+    policy = "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+    keras.mixed_precision.set_global_policy(policy if config.mixed_precision else "float32")
+    seed = config.seed * 1000 + fold
+    keras.utils.set_random_seed(seed)
+    strategy = _strategy(config.strategy)
+    with strategy.scope():
+        if start:
+            model = keras.models.load_model(fold_dir / "last.keras", custom_objects=CUSTOM_OBJECTS)
+            log(f"fold {fold}: resuming after epoch {start} of {config.epochs}")
+        else:
+            model = build_unet(config.model)
+            compile_model(model, config)
+            state = {}
+    plateau = keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", factor=config.plateau_factor,
+                                                patience=config.plateau_patience, min_lr=config.min_learning_rate,
+                                                verbose=0)
+    early = keras.callbacks.EarlyStopping(monitor=monitor, mode="max",
+                                          patience=config.early_stopping_patience or config.epochs + 1)
+    history = read_history(fold_dir / "history.csv", start)
+    run_state = _epoch_callback_class()(fold_dir, monitor, state, plateau, early, history, _is_chief(strategy))
+    train_ds = make_dataset(train, config.batch_size, seed=seed, augment=config.augment,
+                            hu_window=config.preprocess.hu_window, epochs=(start, config.epochs))
+    tune_ds = (make_dataset(tune, config.batch_size, shuffle=False, epochs=(0, 1)) if len(tune) else None)
+    log(f"fold {fold}: {len(train)} training slices ({len(part['train'])} cases), {len(tune)} tuning slices "
+        f"({len(part['tune'])} cases), {len(part['val'])} held-out cases; monitoring {monitor}")
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        # The dataset is shuffled by design and holds exactly the remaining epochs; Keras warns about both.
+        warnings.filterwarnings("ignore", message=".*shuffle=True.*", category=UserWarning)
+        warnings.filterwarnings("ignore", message=".*ran out of data.*", category=UserWarning)
+        model.fit(train_ds, epochs=config.epochs, initial_epoch=start,
+                  steps_per_epoch=steps_per_epoch(len(train), config.batch_size),
+                  validation_data=tune_ds, callbacks=[plateau, early, run_state], verbose=verbose)
+    state = run_state.state
+    state.update(finished=True, epochs=config.epochs,
+                 seconds=round(state.get("seconds", 0.0) + time.perf_counter() - started, 1),
+                 train_slices=len(train), tune_slices=len(tune), monitor=monitor)
+    if _is_chief(strategy):
+        _write_json(fold_dir / "state.json", state)
+        # The last checkpoint only serves resuming; a finished fold keeps its best model.
+        (fold_dir / "last.keras").unlink(missing_ok=True)
+    log(f"fold {fold}: best {monitor} {state.get('best', math.nan):.4f} at epoch {state.get('best_epoch')}")
+    return state
+
+
+def _versions() -> dict[str, str]:
+    keras, tf = _import_keras()
+    return {"kerasmuscle": __version__, "python": platform.python_version(), "numpy": np.__version__,
+            "tensorflow": tf.__version__, "keras": keras.__version__}
+
+
+def train_run(dataset: str | os.PathLike | None, run: str | os.PathLike, config: TrainConfig | None = None, *,
+              fold: int | None = None, verbose: int = 1, log: Log = print) -> dict[str, Any]:
+    """Cross-validate the U-Net on a dataset, writing (or resuming) a run folder.
+
+    Args:
+        dataset: the dataset folder (see :func:`~kerasmuscle.data.discover_cases`); None reuses the one
+            recorded in the run's manifest.
+        run: the run folder; created, or resumed when it exists.
+        config: the settings; None uses the stored config of an existing run, else the defaults.
+        fold: train only this fold (so a scheduler can run folds as parallel processes); None trains all.
+        verbose: Keras progress: 0 silent, 1 progress bar, 2 one line per epoch.
+        log: where progress lines go.
+
+    Returns:
+        The run's manifest.
+    """
+    keras, tf = _import_keras()
+    from kerasmuscle.data.pipeline import load_slices
+
+    run = Path(run)
+    manifest = _read_json(run / "manifest.json") or {}
+    if dataset is None:
+        if "dataset" not in manifest:
+            raise KerasMuscleError(f"{run}: no dataset given and none recorded in the run")
+        dataset = manifest["dataset"]
+    cases = discover_cases(dataset)
+    config = run_config(run, config)
+    splits, new_splits = run_splits(run, cases, config)
+    n_folds = len(splits["folds"])
+    if fold is not None and not 0 <= fold < n_folds:
+        raise KerasMuscleError(f"{run}: fold {fold} does not exist; splits.json has folds 0..{n_folds - 1}")
+    folds = [fold] if fold is not None else list(range(n_folds))
+    # Written only once the arguments have proven sound, so a failed start leaves no half-made run.
+    run.mkdir(parents=True, exist_ok=True)
+    config.save(run / "config.json")
+    if new_splits:
+        save_splits(splits, run / "splits.json")
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    needed = sorted({c for k in folds for part in ("train", "tune") for c in splits["folds"][k][part]})
+    by_id = {c.id: c for c in cases}
+    log(f"{run}: {len(cases)} cases, {n_folds} folds; reading {len(needed)} cases")
+    slices = load_slices([by_id[c] for c in needed], config.preprocess, cache_dir=run / "cache")
+    manifest.update(dataset=str(Path(dataset).resolve()), cases=len(cases), folds=n_folds, seed=config.seed,
+                    versions=_versions(), devices=[d.name for d in tf.config.list_logical_devices()],
+                    created=manifest.get("created") or time.strftime("%Y-%m-%dT%H:%M:%S"))
+    _write_json(run / "manifest.json", manifest)
+    for k in folds:
+        state = train_fold(run, k, config, splits, slices, verbose=verbose, log=log)
+        fold_slices = slices.subset(splits["folds"][k]["train"] + splits["folds"][k]["tune"])
+        record = {key: state.get(key) for key in ("best", "best_epoch", "epoch", "seconds", "monitor",
+                                                  "train_slices", "tune_slices")}
+        record["data_sha256"] = fold_slices.sha256()
+        # Several fold processes may share the run: re-read, merge, write through a temporary file.
+        manifest = _read_json(run / "manifest.json") or manifest
+        manifest.setdefault("fold_results", {})[str(k)] = record
+        _write_json(run / "manifest.json", manifest)
+    return manifest
+
+
+def evaluate_run(run: str | os.PathLike, *, dataset: str | os.PathLike | None = None, fold: int | None = None,
+                 batch_size: int = 4, log: Log = print) -> list[dict]:
+    """Score every held-out case of a run against its labels, and write the paper's Table I and Figure 2.
+
+    For each fold with a ``model.keras``: predict the labelled slices of its ``val`` cases, resize the
+    probabilities back to the scan grid, and compute Dice, Hamming and Jaccard per class and for the
+    combined muscle, both on the raw output and after removing muscle outside -20..200 HU. Writes
+    ``fold_K/metrics.csv`` and ``fold_K/predictions/<case>.npz``, then merges every fold's metrics
+    (including folds evaluated by other processes) into ``metrics.csv``, ``table.md``, ``table.csv``
+    and ``violin.png``.
+
+    Args:
+        run: the run folder.
+        dataset: the dataset folder, if it moved since training.
+        fold: evaluate only this fold, then merge.
+        batch_size: slices per prediction batch.
+        log: where progress lines go.
+
+    Returns:
+        The merged metric rows.
+    """
+    keras, _ = _import_keras()
+    from kerasmuscle import evaluation
+    from kerasmuscle.model import CUSTOM_OBJECTS
+    from kerasmuscle.postprocess import threshold_hu
+    from kerasmuscle.preprocessing import prepare_slices, probabilities_to_labels
+
+    run = Path(run)
+    if not (run / "config.json").is_file():
+        raise KerasMuscleError(f"{run}: not a run folder (no config.json); train one with kerasmuscle train")
+    config = TrainConfig.load(run / "config.json")
+    manifest = _read_json(run / "manifest.json") or {}
+    dataset = dataset or manifest.get("dataset")
+    if not dataset:
+        raise KerasMuscleError(f"{run}: no dataset recorded; pass --dataset")
+    cases = {c.id: c for c in discover_cases(dataset)}
+    splits = load_splits(run / "splits.json", list(cases.values()))
+    folds = [fold] if fold is not None else range(len(splits["folds"]))
+    for k in folds:
+        fold_dir = run / f"fold_{k}"
+        if not (fold_dir / "model.keras").is_file():
+            if fold is not None:
+                raise KerasMuscleError(f"{fold_dir}: no model.keras; train this fold first")
+            continue
+        model = keras.models.load_model(fold_dir / "model.keras", custom_objects=CUSTOM_OBJECTS, compile=False)
+        rows = []
+        for cid in splits["folds"][k]["val"]:
+            scan, labels = read_case(cases[cid])
+            index = labels.labelled_slices()
+            x = prepare_slices(scan.hu, index, config.preprocess)
+            prob = np.concatenate([model.predict_on_batch(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+            pred = probabilities_to_labels(prob, scan.hu.shape[1:])
+            truth = labels.array[index]
+            post = threshold_hu(pred, scan.hu[index])
+            pred_dir = fold_dir / "predictions"
+            pred_dir.mkdir(exist_ok=True)
+            with atomic_path(pred_dir / f"{cid}.npz") as tmp:
+                with open(tmp, "wb") as fh:
+                    np.savez_compressed(fh, labels=pred, postprocessed=post, slice_index=index)
+            for name, p in (("none", pred), ("hu", post)):
+                for row in evaluation.case_metrics(truth, p):
+                    rows.append({"fold": k, "case_id": cid, "patient_id": cases[cid].patient_id,
+                                 "postprocess": name, "slices": len(index), **row})
+        evaluation.write_metrics_csv(rows, fold_dir / "metrics.csv")
+        combined = [r["dice"] for r in rows if r["class"] == "combined" and r["postprocess"] == "hu"]
+        log(f"fold {k}: {len(combined)} held-out cases, combined Dice {np.nanmean(combined):.4f}")
+    merged = []
+    for k in range(len(splits["folds"])):
+        path = run / f"fold_{k}" / "metrics.csv"
+        if path.is_file():
+            merged += evaluation.read_metrics_csv(path)
+    if not merged:
+        raise KerasMuscleError(f"{run}: no fold has a model to evaluate; train first")
+    evaluation.write_metrics_csv(merged, run / "metrics.csv")
+    evaluation.write_tables(merged, run)
+    n_folds = len({r["fold"] for r in merged})
+    evaluation.violin_plot(merged, run / "violin.png",
+                           title=f"{len({r['case_id'] for r in merged})} held-out cases, {n_folds} folds")
+    return merged
+
+
+__all__ = ["compile_model", "evaluate_run", "run_config", "run_splits", "train_fold", "train_run"]

@@ -1,0 +1,154 @@
+"""Training runs end to end: the CLI, the run folder, resuming, evaluation (tiny models, 64x64 cohorts)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from click.testing import CliRunner  # noqa: E402
+
+from kerasmuscle.cli import cli  # noqa: E402
+from kerasmuscle.config import ConfigError, PreprocessConfig, TrainConfig, UNetConfig  # noqa: E402
+from kerasmuscle.train import train_run  # noqa: E402
+
+TINY = TrainConfig(
+    model=UNetConfig(filters=(4, 8, 16), bottleneck=16, decoder_filters=(16, 8, 4), up_kernel=2),
+    preprocess=PreprocessConfig(image_size=32), folds=2, epochs=3, batch_size=4, tune_fraction=0.25)
+
+
+def test_tiny_end_to_end_run_writes_every_artifact(tmp_path, small_cohort):
+    run = tmp_path / "run"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["train", str(small_cohort), "--out", str(run), "--folds", "2", "--epochs", "1",
+                                 "--image-size", "64", "--batch-size", "4"])
+    assert result.exit_code == 0, result.output
+    assert "next: kerasmuscle evaluate" in result.output
+    for name in ("config.json", "splits.json", "manifest.json"):
+        assert (run / name).is_file()
+    config = TrainConfig.load(run / "config.json")
+    assert config.model == UNetConfig.preset("paper") and config.preprocess.image_size == 64
+    for k in (0, 1):
+        assert (run / f"fold_{k}" / "model.keras").is_file()
+        rows = list(csv.DictReader(open(run / f"fold_{k}" / "history.csv")))
+        assert [r["epoch"] for r in rows] == ["1"] and "val_dice_psoas" in rows[0] and "learning_rate" in rows[0]
+        assert not (run / f"fold_{k}" / "last.keras").exists()  # only kept while a fold is unfinished
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert set(manifest["fold_results"]) == {"0", "1"} and manifest["versions"]["keras"]
+    assert len(manifest["fold_results"]["0"]["data_sha256"]) == 64
+
+    result = runner.invoke(cli, ["evaluate", str(run)])
+    assert result.exit_code == 0, result.output
+    for name in ("metrics.csv", "table.md", "table.csv", "violin.png"):
+        assert (run / name).is_file(), name
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert len({r["case_id"] for r in rows}) == 8  # every case is held out once
+    assert {r["postprocess"] for r in rows} == {"none", "hu"}
+    assert {r["class"] for r in rows} == {"combined", "rectus", "abdominal_wall", "psoas", "quadratus",
+                                         "erector_spinae"}
+    assert "Erector spinae" in (run / "table.md").read_text()
+    assert len(list((run / "fold_0" / "predictions").glob("*.npz"))) == len(
+        json.loads((run / "splits.json").read_text())["folds"][0]["val"])
+
+    # Again: everything is finished, nothing is retrained.
+    result = runner.invoke(cli, ["train", str(small_cohort), "--out", str(run)])
+    assert result.exit_code == 0 and "finished earlier" in result.output
+
+
+def test_folds_as_separate_processes_merge(tmp_path, small_cohort):
+    run = tmp_path / "run"
+    config = TINY.replace(epochs=1)
+    for k in (1, 0):
+        train_run(small_cohort, run, config, fold=k, verbose=0, log=lambda s: None)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["evaluate", str(run), "--fold", "1"]).exit_code == 0
+    one = list(csv.DictReader(open(run / "metrics.csv")))
+    assert {r["fold"] for r in one} == {"1"}
+    assert runner.invoke(cli, ["evaluate", str(run), "--fold", "0"]).exit_code == 0
+    both = list(csv.DictReader(open(run / "metrics.csv")))
+    assert {r["fold"] for r in both} == {"0", "1"} and len({r["case_id"] for r in both}) == 8
+
+
+def _weights(path):
+    import keras
+
+    from kerasmuscle.model import CUSTOM_OBJECTS
+
+    return keras.models.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=False).get_weights()
+
+
+def test_resume_after_an_interruption_matches_an_uninterrupted_run(tmp_path, small_cohort, monitor_kill):
+    whole = tmp_path / "whole"
+    train_run(small_cohort, whole, TINY, fold=0, verbose=0, log=lambda s: None)
+
+    cut = tmp_path / "cut"
+    with monitor_kill(after_epoch=2):
+        with pytest.raises(KeyboardInterrupt):
+            train_run(small_cohort, cut, TINY, fold=0, verbose=0, log=lambda s: None)
+    state = json.loads((cut / "fold_0" / "state.json").read_text())
+    assert state["epoch"] == 2 and not state["finished"] and (cut / "fold_0" / "last.keras").is_file()
+    lines = []
+    train_run(small_cohort, cut, None, fold=0, verbose=0, log=lines.append)
+    assert any("resuming after epoch 2 of 3" in s for s in lines)
+
+    history = list(csv.DictReader(open(cut / "fold_0" / "history.csv")))
+    assert [r["epoch"] for r in history] == ["1", "2", "3"]
+    reference = list(csv.DictReader(open(whole / "fold_0" / "history.csv")))
+    for a, b in zip(history, reference):
+        assert float(a["loss"]) == pytest.approx(float(b["loss"]), rel=1e-5)
+    for a, b in zip(_weights(cut / "fold_0" / "model.keras"), _weights(whole / "fold_0" / "model.keras")):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture
+def monitor_kill(monkeypatch):
+    """Raise KeyboardInterrupt right after an epoch's state is on disk (as a kill between epochs would)."""
+    import contextlib
+
+    from kerasmuscle import train as train_module
+
+    @contextlib.contextmanager
+    def kill(after_epoch: int):
+        original = train_module._write_json
+
+        def write_then_die(path, data):
+            original(path, data)
+            if path.name == "state.json" and data.get("epoch") == after_epoch and not data.get("finished"):
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(train_module, "_write_json", write_then_die)
+        yield
+        monkeypatch.setattr(train_module, "_write_json", original)
+
+    return kill
+
+
+def test_a_run_refuses_other_settings(tmp_path, small_cohort):
+    run = tmp_path / "run"
+    train_run(small_cohort, run, TINY.replace(epochs=1), fold=0, verbose=0, log=lambda s: None)
+    with pytest.raises(ConfigError, match="batch_size differ"):
+        train_run(small_cohort, run, TINY.replace(epochs=1, batch_size=2), fold=0, verbose=0, log=lambda s: None)
+    result = CliRunner().invoke(cli, ["train", str(small_cohort), "--out", str(run), "--image-size", "48"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "preprocess differ" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--folds", "2", "--fold", "5"], "fold 5 does not exist"),
+    (["--image-size", "40"], "multiple of"),
+    (["--folds", "20"], "20 folds need at least 20 patients"),
+])
+def test_train_bad_arguments_are_one_line(tmp_path, small_cohort, args, message):
+    result = CliRunner().invoke(cli, ["train", str(small_cohort), "--out", str(tmp_path / "r"), "--epochs", "1",
+                                      "--image-size", "32", *args])
+    assert result.exit_code != 0
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_evaluate_needs_a_run(tmp_path):
+    result = CliRunner().invoke(cli, ["evaluate", str(tmp_path)])
+    assert result.exit_code != 0 and "not a run folder" in result.output
