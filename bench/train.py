@@ -2,8 +2,9 @@
 
 All figures come from one run:
 
-1. The matmul peak: the best of several large float32 matrix products in TensorFlow, on the threads
-   training uses (GFLOP/s).
+1. The matmul peak: the best of several 4096x4096 float32 matrix products in TensorFlow, on the
+   threads training uses (GFLOP/s); numpy's is printed beside it (on this project's machine oneDNN
+   reaches about twice OpenBLAS's rate, so the TensorFlow figure is the stricter bound).
 2. Training throughput: ``model.fit`` steps of the U-Net with the soft Dice loss and AdamW, fed by the
    real tf.data pipeline (augmentation on), in slices per second after warm-up steps. The FLOP bound is
    ``peak / (3 * forward FLOPs per slice)`` (forward, and a backward pass counted as twice the forward);
@@ -40,6 +41,20 @@ def matmul_peak(n: int = 4096, rounds: int = 6) -> float:
     for _ in range(rounds):
         start = time.perf_counter()
         tf.linalg.matmul(a, b).numpy()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best / 1e9
+
+
+def numpy_peak(n: int = 4096, rounds: int = 4) -> float:
+    """The same for numpy's BLAS, for comparison (TensorFlow's oneDNN is faster on some CPUs)."""
+    import numpy as np
+
+    a = np.ones((n, n), np.float32)
+    a @ a
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        a @ a
         best = min(best, time.perf_counter() - start)
     return 2 * n ** 3 / best / 1e9
 
@@ -119,6 +134,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         slices = make_slices(args.image_size, args.cases, Path(tmp))
         peak = matmul_peak()
+        np_peak = numpy_peak()
         train = bench_training(slices, args.preset, args.image_size, args.batch_size, args.steps, args.warmup)
         pipe = bench_pipeline(slices, args.batch_size)
     bound = peak * 1e9 / (3 * train["gflop_per_slice_forward"] * 1e9)
@@ -126,6 +142,7 @@ def main(argv=None) -> int:
         "device": "cpu" if not tf.config.list_physical_devices("GPU") else "gpu",
         "cpu_threads": threads,
         "matmul_peak_gflop_per_s": round(peak, 1),
+        "numpy_matmul_gflop_per_s": round(np_peak, 1),
         "training": {k: round(v, 4) if isinstance(v, float) else v for k, v in train.items()},
         "flop_bound_slices_per_s": round(bound, 3),
         "training_vs_bound": round(train["slices_per_s"] / bound, 3),
@@ -136,7 +153,8 @@ def main(argv=None) -> int:
         print(json.dumps(result, indent=1))
         return 0
     t = result["training"]
-    print(f"matmul peak            {result['matmul_peak_gflop_per_s']:8.1f} GFLOP/s ({threads} threads)")
+    print(f"matmul peak            {result['matmul_peak_gflop_per_s']:8.1f} GFLOP/s ({threads} threads, TensorFlow; "
+          f"numpy: {result['numpy_matmul_gflop_per_s']:.1f})")
     print(f"training ({t['preset']}, {t['image_size']}px, batch {t['batch_size']})  "
           f"{t['slices_per_s']:.3f} slices/s, {t['seconds_per_step']:.2f} s/step, {t['gflop_per_s']:.1f} GFLOP/s")
     print(f"FLOP bound             {bound:8.3f} slices/s (3 x {t['gflop_per_slice_forward']:.2f} GFLOP per slice)")

@@ -354,6 +354,7 @@ def violin_plot(rows: Iterable[dict], path: str | os.PathLike, postprocess: str 
         MissingExtraError: matplotlib is not installed.
     """
     try:
+        import matplotlib  # noqa: F401 - fail here, naming the extra, not halfway through drawing
         from matplotlib.figure import Figure
     except ImportError as exc:
         raise MissingExtraError("the violin plot", "train", "matplotlib") from exc

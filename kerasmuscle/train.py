@@ -223,8 +223,6 @@ def train_fold(run: Path, fold: int, config: TrainConfig, splits: dict[str, Any]
         The fold's final ``state.json`` content (best score and epoch, epochs run, seconds).
     """
     keras, tf = _import_keras()
-    from kerasmuscle.data.pipeline import make_dataset, steps_per_epoch
-    from kerasmuscle.model import CUSTOM_OBJECTS, build_unet
 
     fold_dir = run / f"fold_{fold}"
     fold_dir.mkdir(parents=True, exist_ok=True)
@@ -243,8 +241,23 @@ def train_fold(run: Path, fold: int, config: TrainConfig, splits: dict[str, Any]
         _write_json(fold_dir / "state.json", state)
         return state
 
+    previous = keras.mixed_precision.global_policy()
     policy = "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
     keras.mixed_precision.set_global_policy(policy if config.mixed_precision else "float32")
+    try:
+        return _fit_fold(run, fold, config, splits, train, tune, monitor, start, state, verbose, log)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _fit_fold(run: Path, fold: int, config: TrainConfig, splits: dict[str, Any], train, tune, monitor: str,
+              start: int, state: dict, verbose: int, log: Log) -> dict[str, Any]:
+    keras, _ = _import_keras()
+    from kerasmuscle.data.pipeline import make_dataset, steps_per_epoch
+    from kerasmuscle.model import CUSTOM_OBJECTS, build_unet
+
+    fold_dir = run / f"fold_{fold}"
+    part = splits["folds"][fold]
     seed = config.seed * 1000 + fold
     keras.utils.set_random_seed(seed)
     strategy = _strategy(config.strategy)
@@ -431,7 +444,8 @@ def evaluate_run(run: str | os.PathLike, *, dataset: str | os.PathLike | None = 
     evaluation.write_tables(merged, run)
     n_folds = len({r["fold"] for r in merged})
     evaluation.violin_plot(merged, run / "violin.png",
-                           title=f"{len({r['case_id'] for r in merged})} held-out cases, {n_folds} folds")
+                           title=f"{len({r['case_id'] for r in merged})} held-out cases, {n_folds} fold{'s' * (n_folds != 1)}, "
+                                 "with the -20..200 HU post-processing")
     return merged
 
 

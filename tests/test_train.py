@@ -152,3 +152,18 @@ def test_train_bad_arguments_are_one_line(tmp_path, small_cohort, args, message)
 def test_evaluate_needs_a_run(tmp_path):
     result = CliRunner().invoke(cli, ["evaluate", str(tmp_path)])
     assert result.exit_code != 0 and "not a run folder" in result.output
+
+
+def test_mirrored_strategy_and_mixed_precision_train_and_reload(tmp_path, small_cohort):
+    import keras
+
+    run = tmp_path / "run"
+    config = TINY.replace(epochs=1, strategy="mirrored", mixed_precision=True)
+    train_run(small_cohort, run, config, fold=0, verbose=0, log=lambda s: None)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after the fold
+    from kerasmuscle.model import CUSTOM_OBJECTS
+
+    model = keras.models.load_model(run / "fold_0" / "model.keras", custom_objects=CUSTOM_OBJECTS, compile=False)
+    assert model.get_layer("enc1_conv1").dtype_policy.name == "mixed_bfloat16"
+    out = model.predict_on_batch(np.zeros((1, 32, 32, 1), np.float32))
+    assert out.dtype == np.float32 and np.isfinite(out).all()
