@@ -45,11 +45,24 @@ Log = Callable[[str], None]
 
 def _import_keras():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    first = "tensorflow" not in sys.modules
+    if first:
+        # TensorFlow's C++ start-up prints absl and oneDNN notices straight to file descriptor 2, whatever
+        # TF_CPP_MIN_LOG_LEVEL says; keep them out of the one-line messages users read.
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
     try:
         import keras
         import tensorflow as tf
     except ImportError as exc:
         raise MissingExtraError("training", "train", exc.name or "tensorflow") from None
+    finally:
+        if first:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
     return keras, tf
 
 
@@ -339,17 +352,17 @@ def train_run(dataset: str | os.PathLike | None, run: str | os.PathLike, config:
     if fold is not None and not 0 <= fold < n_folds:
         raise KerasMuscleError(f"{run}: fold {fold} does not exist; splits.json has folds 0..{n_folds - 1}")
     folds = [fold] if fold is not None else list(range(n_folds))
-    # Written only once the arguments have proven sound, so a failed start leaves no half-made run.
-    run.mkdir(parents=True, exist_ok=True)
-    config.save(run / "config.json")
-    if new_splits:
-        save_splits(splits, run / "splits.json")
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     needed = sorted({c for k in folds for part in ("train", "tune") for c in splits["folds"][k][part]})
     by_id = {c.id: c for c in cases}
     log(f"{run}: {len(cases)} cases, {n_folds} folds; reading {len(needed)} cases")
     slices = load_slices([by_id[c] for c in needed], config.preprocess, cache_dir=run / "cache")
+    # Written only once the settings and the data have proven sound, so a failed start leaves no
+    # half-made run behind (the slice cache alone may stay; it is keyed by the source files).
+    config.save(run / "config.json")
+    if new_splits:
+        save_splits(splits, run / "splits.json")
     manifest.update(dataset=str(Path(dataset).resolve()), cases=len(cases), folds=n_folds, seed=config.seed,
                     versions=_versions(), devices=[d.name for d in tf.config.list_logical_devices()],
                     created=manifest.get("created") or time.strftime("%Y-%m-%dT%H:%M:%S"))
@@ -388,15 +401,15 @@ def evaluate_run(run: str | os.PathLike, *, dataset: str | os.PathLike | None = 
     Returns:
         The merged metric rows.
     """
+    run = Path(run)
+    if not (run / "config.json").is_file():
+        raise KerasMuscleError(f"{run}: not a run folder (no config.json); train one with kerasmuscle train")
     keras, _ = _import_keras()
     from kerasmuscle import evaluation
     from kerasmuscle.model import CUSTOM_OBJECTS
     from kerasmuscle.postprocess import threshold_hu
     from kerasmuscle.preprocessing import prepare_slices, probabilities_to_labels
 
-    run = Path(run)
-    if not (run / "config.json").is_file():
-        raise KerasMuscleError(f"{run}: not a run folder (no config.json); train one with kerasmuscle train")
     config = TrainConfig.load(run / "config.json")
     manifest = _read_json(run / "manifest.json") or {}
     dataset = dataset or manifest.get("dataset")
