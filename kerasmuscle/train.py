@@ -20,6 +20,7 @@ interrupted fold restarts from its last finished epoch with the same batches it 
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import os
@@ -114,7 +115,10 @@ def run_splits(run: Path, cases: Sequence[Case], config: TrainConfig) -> tuple[d
         raise KerasMuscleError(f"{run}: {exc}") from None
 
 
+@functools.lru_cache(maxsize=None)
 def _strategy(name: str):
+    # One per process: TensorFlow configures collectives once, so a second MultiWorkerMirroredStrategy
+    # (the next fold of an all-folds run) would fail.
     _, tf = _import_keras()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()

@@ -15,7 +15,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -46,8 +46,8 @@ class SliceSet:
 
     def subset(self, case_ids: Sequence[str]) -> "SliceSet":
         """The slices of some cases, in the given case order."""
-        rows = [i for cid in case_ids for i in np.flatnonzero(np.asarray(self.case_ids) == cid)]
-        rows = np.asarray(rows, np.int64)
+        ids = np.asarray(self.case_ids)
+        rows = np.concatenate([np.flatnonzero(ids == cid) for cid in case_ids] or [np.zeros(0, np.int64)])
         return SliceSet(self.images[rows], self.labels[rows], [self.case_ids[i] for i in rows], self.slice_index[rows])
 
     def sha256(self) -> str:
@@ -76,21 +76,20 @@ def load_case_slices(case: Case, config: PreprocessConfig) -> tuple[np.ndarray, 
     return prepare_slices(scan.hu, index, config), prepare_labels(labels.array, index, config), index
 
 
-def load_slices(cases: Sequence[Case], config: PreprocessConfig, cache_dir: str | os.PathLike | None = None,
-                progress: Callable[[int, int], None] | None = None) -> SliceSet:
+def load_slices(cases: Sequence[Case], config: PreprocessConfig,
+                cache_dir: str | os.PathLike | None = None) -> SliceSet:
     """Read and preprocess the labelled slices of ``cases``.
 
     Args:
         cases: the cases.
         config: window, channels and size.
         cache_dir: keep one ``.npz`` per case here, reused while the source files and config are unchanged.
-        progress: called with ``(done, total)`` after each case.
 
     Returns:
         The :class:`SliceSet`, cases in the given order.
     """
     images, labels, ids, index = [], [], [], []
-    for n, case in enumerate(cases, 1):
+    for case in cases:
         cached = Path(cache_dir) / f"{case.id}-{_source_key(case, config)}.npz" if cache_dir else None
         if cached is not None and cached.is_file():
             with np.load(cached) as z:
@@ -106,8 +105,6 @@ def load_slices(cases: Sequence[Case], config: PreprocessConfig, cache_dir: str 
         labels.append(lab)
         ids += [case.id] * len(im)
         index.append(idx)
-        if progress:
-            progress(n, len(cases))
     size, channels = config.image_size, config.channels
     return SliceSet(
         np.concatenate(images) if images else np.zeros((0, size, size, channels), np.float32),
