@@ -96,9 +96,17 @@ def contact_sheet(tiles: Sequence[np.ndarray], columns: int, *, titles: Sequence
     return np.asarray(sheet)
 
 
-def save_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
-    """Write an RGB or grey uint8 array as PNG (through a temporary file)."""
+def save_png(path: str | os.PathLike, rgb: np.ndarray, *, fast: bool = False) -> None:
+    """Write an RGB or grey uint8 array as PNG (through a temporary file).
+
+    Args:
+        path: the file.
+        rgb: the picture.
+        fast: light compression (zlib level 1) instead of the smallest file; the per-case QC picture of
+            a batch uses it (0.14 s -> 0.03 s for its 6-slice contact sheet here).
+    """
     from PIL import Image
 
+    options = {"compress_level": 1} if fast else {"optimize": True}
     with atomic_path(path) as tmp:
-        Image.fromarray(np.asarray(rgb, np.uint8)).save(tmp, format="PNG", optimize=True)
+        Image.fromarray(np.asarray(rgb, np.uint8)).save(tmp, format="PNG", **options)

@@ -116,3 +116,33 @@ def small_cohort(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("small") / "cohort"
     write_cohort(out, cases=8, seed=5, workers=1, config=SynthConfig(image_size=64, follow_up_fraction=0.4), seg=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, small_cohort) -> Path:
+    """A trained run of a tiny U-Net (2 folds, 3 epochs, 32x32 input) on ``small_cohort``, made once."""
+    pytest.importorskip("tensorflow")
+    from kerasmuscle.config import PreprocessConfig, TrainConfig, UNetConfig
+    from kerasmuscle.train import train_run
+
+    config = TrainConfig(model=UNetConfig(filters=(4, 8, 16), bottleneck=16, decoder_filters=(16, 8, 4), up_kernel=2),
+                         preprocess=PreprocessConfig(image_size=32), folds=2, epochs=3, batch_size=4,
+                         tune_fraction=0.25)
+    run = tmp_path_factory.mktemp("tiny") / "run"
+    train_run(small_cohort, run, config, verbose=0, log=lambda line: None)
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, tiny_run) -> Path:
+    """``tiny_run`` exported in every format (reduced variants shipped whatever their agreement)."""
+    from kerasmuscle.export import export_bundle
+
+    out = tmp_path_factory.mktemp("bundle") / "tiny"
+    export_bundle(tiny_run, out, min_agreement=0.0, log=lambda line: None)
+    return out
+
+
+def dicom_case(cohort_dir: Path, n: int = 0) -> Path:
+    """The DICOM series folder of case ``n`` of a synthetic cohort."""
+    return sorted(p for p in cohort_dir.glob("case_*") if p.is_dir())[n] / "dicom"

@@ -1,0 +1,247 @@
+"""Prediction speed and footprint: every runtime against this CPU's FLOP floor, in one run.
+
+1. Peak: the best float32 matmul rate of TensorFlow (oneDNN) and of ONNX Runtime (MLAS) on this machine's
+   threads; the FLOP floor per slice is ``forward FLOPs / the higher peak``.
+2. Per-slice latency at 512x512, batch 1, of the same network (the ``paper`` preset, 205.7 GFLOP) in Keras
+   (a compiled ``tf.function``), ONNX Runtime float32 and int8 (static quantisation), LiteRT float32, int8
+   (full-integer) and float16 weights, int8 calibrated on synthetic slices; medians over interleaved rounds. Goals: ONNX float32 <=
+   1.15x the floor; reduced precision >= 2.5x faster than ONNX float32.
+3. The predictor process: import time of ``kerasmuscle.predict`` (fresh interpreters, median) and peak RSS
+   of processes that load the bundle and segment one 512x512 slice at batch 1 (ONNX float32 with
+   ``lean_memory`` on and off, ONNX int8, LiteRT float32 and int8). Goals: import <= 0.3 s, peak RSS <= 350 MB.
+4. End to end per case: ``predict_batch`` on synthetic 3-slice DICOM cases at 512x512 (read, predict,
+   measure, write NIfTI, NPZ, DICOM SEG, PNG, CSV, JSON) against the model's share of that time. Goal:
+   everything around the model <= 10 % of the case time.
+
+The weights are random (speed does not depend on them), so int8 agreement with float32 is not measured
+here; ``kerasmuscle export`` measures it on held-out slices of a trained model.
+
+Usage:
+    python bench/predict.py              # the README figures
+    python bench/predict.py --rounds 3 --cases 2 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+def ort_matmul_peak(threads: int, n: int = 4096, rounds: int = 5) -> float:
+    """Best float32 MatMul rate of ONNX Runtime in GFLOP/s."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "mm",
+                              [helper.make_tensor_value_info(v, TensorProto.FLOAT, [n, n]) for v in "ab"],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    session.run(None, {"a": a, "b": a})
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        session.run(None, {"a": a, "b": a})
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best / 1e9
+
+
+def build_bundle(workdir: Path, preset: str, size: int) -> tuple[Path, Path, object]:
+    """A synthetic 512x512 cohort and a bundle of a randomly initialised network, built with the export code."""
+    import numpy as np
+
+    from kerasmuscle import bundle
+    from kerasmuscle.config import PreprocessConfig, SynthConfig, TrainConfig, UNetConfig
+    from kerasmuscle.export import base_metadata, write_onnx, write_onnx_int8, write_savedmodel, write_tflite
+    from kerasmuscle.io import read_scan
+    from kerasmuscle.model import build_unet, count_params
+    from kerasmuscle.preprocessing import prepare_slices
+    from kerasmuscle.synth.cohort import write_cohort
+    from kerasmuscle.train import _import_keras
+
+    keras, _ = _import_keras()
+    cohort = workdir / "cohort"
+    write_cohort(cohort, cases=6, seed=3, workers=1, config=SynthConfig(image_size=size))
+    config = TrainConfig(model=UNetConfig.preset(preset), preprocess=PreprocessConfig(image_size=size))
+    keras.utils.set_random_seed(0)
+    model = build_unet(config.model)
+    run = workdir / "run"
+    (run / "fold_0").mkdir(parents=True)
+    config.save(run / "config.json")
+    model.save(run / "fold_0" / "model.keras")
+    cases = sorted(p / "dicom" for p in cohort.glob("case_*"))
+    calib = np.concatenate([prepare_slices(read_scan(c).hu, range(3), config.preprocess) for c in cases[:4]])
+    out = workdir / "bundle"
+    out.mkdir()
+    meta = base_metadata({"model": run / "fold_0" / "model.keras", "run": run, "fold": 0, "config": config,
+                          "manifest": {}}, "bench", count_params(model))
+    files = {"keras": "model.keras", "onnx": "model.onnx", "onnx_int8": "model_int8.onnx", "tflite": "model.tflite",
+             "tflite_int8": "model_int8.tflite", "tflite_fp16": "model_fp16.tflite"}
+    (out / "model.keras").write_bytes((run / "fold_0" / "model.keras").read_bytes())
+    write_onnx(model, config, out / "model.onnx", meta)
+    write_onnx_int8(out / "model.onnx", out / "model_int8.onnx", calib, workdir)
+    write_savedmodel(model, config, workdir / "saved_model")
+    write_tflite(workdir / "saved_model", out / "model.tflite")
+    write_tflite(workdir / "saved_model", out / "model_fp16.tflite", float16=True)
+    write_tflite(workdir / "saved_model", out / "model_int8.tflite", int8_calibration=calib)
+    meta.update(files=files, parity={}, reduced_precision={}, checked_on="bench: not checked")
+    bundle.write_metadata(out, meta)
+    bundle.write_checksums(out)
+    return out, cohort, model
+
+
+def latencies(bundle: Path, model, size: int, rounds: int, threads: int) -> dict[str, float]:
+    """Median per-slice seconds at batch 1 for each runtime, rounds interleaved."""
+    import numpy as np
+
+    from kerasmuscle.predict import load_model
+    from kerasmuscle.train import _import_keras
+
+    _, tf = _import_keras()
+    x = np.random.default_rng(1).uniform(-1, 1, (1, size, size, 1)).astype(np.float32)
+    keras_fn = tf.function(lambda v: model(v, training=False), jit_compile=False)
+    runners = {
+        "keras": lambda: keras_fn(tf.constant(x)).numpy(),
+        "onnx_float32": (lambda r: lambda: r.run(x))(load_model(bundle / "model.onnx", "onnx", threads=threads,
+                                                                 lean_memory=False)),
+        "onnx_int8": (lambda r: lambda: r.run(x))(load_model(bundle / "model_int8.onnx", "onnx", threads=threads,
+                                                              lean_memory=False)),
+        "litert_float32": (lambda r: lambda: r.run(x))(load_model(bundle / "model.tflite", "tflite", threads=threads)),
+        "litert_float16": (lambda r: lambda: r.run(x))(load_model(bundle / "model_fp16.tflite", "tflite",
+                                                                   threads=threads)),
+        "litert_int8": (lambda r: lambda: r.run(x))(load_model(bundle / "model_int8.tflite", "tflite",
+                                                                threads=threads)),
+    }
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    for run in runners.values():
+        run()
+        run()
+    for _ in range(rounds):
+        for key, run in runners.items():
+            start = time.perf_counter()
+            run()
+            times[key].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+# Peak RSS is the process's own high-water mark (VmHWM): ru_maxrss would report the parent's (this
+# bench, with TensorFlow loaded) because Linux carries it across fork and exec.
+PROCESS = """
+import sys, time
+t = time.perf_counter()
+from kerasmuscle.predict import Predictor
+imported = time.perf_counter() - t
+p = Predictor.from_bundle(sys.argv[1], sys.argv[5], lean_memory=sys.argv[3] == "1", precision=sys.argv[4])
+r = p.predict(sys.argv[2], [1], batch_size=1)
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
+print(imported, hwm / 1024, len(heavy))
+"""
+
+VARIANTS = {"onnx_float32_lean": ("1", "float32", "onnx"), "onnx_float32_default": ("0", "float32", "onnx"),
+            "onnx_int8_lean": ("1", "int8", "onnx"), "litert_float32": ("1", "float32", "tflite"),
+            "litert_int8": ("1", "int8", "tflite")}
+
+
+def predictor_process(bundle: Path, case: Path, repeats: int) -> dict[str, float]:
+    """Import time (median over fresh interpreters) and peak RSS in MB of predictor processes."""
+    out: dict[str, list[float]] = {"import_s": [], **{f"rss_{k}_mb": [] for k in VARIANTS}}
+    for _ in range(repeats):
+        for key, args in VARIANTS.items():
+            res = subprocess.run([sys.executable, "-c", PROCESS, str(bundle), str(case), *args], capture_output=True,
+                                 text=True, cwd=ROOT, check=True)
+            imported, rss, heavy = res.stdout.split()
+            if heavy != "0":
+                raise SystemExit("the predictor process imported TensorFlow or Keras")
+            out[f"rss_{key}_mb"].append(float(rss))
+            if key == "onnx_float32_lean":
+                out["import_s"].append(float(imported))
+    return {k: statistics.median(v) for k, v in out.items()}
+
+
+def end_to_end(bundle: Path, cohort: Path, workdir: Path, threads: int) -> dict[str, float]:
+    """Case time of predict_batch (all outputs) against its model time, over the cohort's cases."""
+    from kerasmuscle.batch import predict_batch
+
+    cases = sorted(str(p / "dicom") for p in cohort.glob("case_*"))
+    # One warm-up case, so session start-up is not counted against the first case.
+    predict_batch(cases[:1], bundle, workdir / "warm", formats="nifti,npz,seg,png,csv,json", threads=threads)
+    result = predict_batch(cases, bundle, workdir / "out", formats="nifti,npz,seg,png,csv,json", threads=threads)
+    if result.failed:
+        raise SystemExit(f"end-to-end run failed: {result.failed}")
+    total = sum(t["total"] for t in result.timings)
+    parts = {k: sum(t[k] for t in result.timings) for k in ("read", "preprocess", "model", "restore")}
+    n = len(result.timings)
+    return {"cases": n, "case_s": total / n, **{f"{k}_s": v / n for k, v in parts.items()},
+            "measure_write_s": (total - sum(parts.values())) / n, "around_model": (total - parts["model"]) / total}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", default="paper", choices=["paper", "classic"])
+    parser.add_argument("--image-size", type=int, default=512)
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved latency rounds")
+    parser.add_argument("--repeats", type=int, default=5, help="fresh predictor processes")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+
+    from kerasmuscle.model import forward_flops
+    from kerasmuscle.config import UNetConfig
+    from train import matmul_peak  # bench/train.py
+
+    flops = forward_flops(UNetConfig.preset(args.preset), args.image_size)
+    peaks = {"tensorflow": matmul_peak(), "onnxruntime": ort_matmul_peak(args.threads)}
+    floor = flops / max(peaks.values()) / 1e9
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        bundle, cohort, model = build_bundle(workdir, args.preset, args.image_size)
+        lat = latencies(bundle, model, args.image_size, args.rounds, args.threads)
+        proc = predictor_process(bundle, sorted(cohort.glob("case_*"))[0] / "dicom", args.repeats)
+        e2e = end_to_end(bundle, cohort, workdir, args.threads)
+    report = {"preset": args.preset, "image_size": args.image_size, "threads": args.threads,
+              "gflop_per_slice": flops / 1e9, "peak_gflops": peaks, "floor_s": floor, "latency_s": lat,
+              "latency_vs_floor": {k: v / floor for k, v in lat.items()},
+              "reduced_speedup": {k: lat["onnx_float32"] / lat[k] for k in ("onnx_int8", "litert_int8", "litert_float16")},
+              "predictor": proc, "end_to_end": e2e}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{args.preset} U-Net at {args.image_size}x{args.image_size}: {flops / 1e9:.1f} GFLOP per slice; "
+          f"{args.threads} threads")
+    print(f"matmul peak: TensorFlow {peaks['tensorflow']:.0f} GFLOP/s, ONNX Runtime {peaks['onnxruntime']:.0f} "
+          f"GFLOP/s -> FLOP floor {floor:.3f} s per slice")
+    for key, seconds in lat.items():
+        print(f"  {key:<15} {seconds:.3f} s per slice  {seconds / floor:.2f}x floor  "
+              f"{lat['onnx_float32'] / seconds:.2f}x ONNX float32 speed")
+    speed = report["reduced_speedup"]
+    print(f"ONNX float32 vs floor: {lat['onnx_float32'] / floor:.2f}x (goal <= 1.15); speed-up over ONNX float32: "
+          f"int8 ONNX {speed['onnx_int8']:.2f}x, int8 LiteRT {speed['litert_int8']:.2f}x (goal >= 2.5)")
+    print(f"predictor import {proc['import_s']:.3f} s (goal <= 0.3); peak RSS of a process segmenting one slice "
+          "at batch 1 (goal <= 350 MB):")
+    for key in VARIANTS:
+        print(f"  {key:<22} {proc[f'rss_{key}_mb']:.0f} MB")
+    print(f"end to end per case ({e2e['cases']} cases of 3 slices, every output): {e2e['case_s']:.3f} s, model "
+          f"{e2e['model_s']:.3f} s, read {e2e['read_s']:.3f} s, preprocess {e2e['preprocess_s']:.3f} s, resize back "
+          f"+ post-process {e2e['restore_s']:.3f} s, measure + write {e2e['measure_write_s']:.3f} s -> around the "
+          f"model {100 * e2e['around_model']:.1f} % (goal <= 10 %)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
