@@ -108,9 +108,17 @@ def parse_formats(text: str | Sequence[str] | None) -> list[str]:
 # naming and safety
 
 
+#: Folder names that say what a folder holds rather than whose it is; such an input is named after its parent.
+GENERIC_NAMES = {"dicom", "dcm", "series", "ct", "image", "images", "scan", "scans", "data"}
+
+
 def case_name(path: str | os.PathLike) -> str:
-    """A folder name for an input: its file or folder name without .nii.gz/.nii/.npz/.dcm."""
-    name = Path(os.path.abspath(path)).name
+    """A folder name for an input: its file or folder name without .nii.gz/.nii/.npz/.dcm; a folder called
+    ``dicom``, ``series``, ``ct``, ... is named after its parent (``case_0005/dicom`` -> ``case_0005``)."""
+    full = Path(os.path.abspath(path))
+    name = full.name
+    if name.lower() in GENERIC_NAMES and full.parent.name:
+        name = full.parent.name
     for suffix in (".nii.gz", ".nii", ".npz", ".dcm"):
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
@@ -124,7 +132,8 @@ def case_names(inputs: Sequence[str | os.PathLike]) -> list[str]:
     then a number."""
     names = [case_name(p) for p in inputs]
     clashes = {n for n in names if names.count(n) > 1}
-    names = [f"{case_name(Path(os.path.abspath(p)).parent)}_{n}" if n in clashes else n for p, n in zip(inputs, names)]
+    names = [f"{Path(os.path.abspath(p)).parent.name}_{n}" if n in clashes else n for p, n in zip(inputs, names)]
+    names = [re.sub(r"[^A-Za-z0-9._-]+", "_", n).strip("._") or "case" for n in names]
     seen: dict[str, int] = {}
     out = []
     for n in names:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,7 @@ class LiteModel:
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
-            raise MissingExtraError("the tflite backend", "export", "ai-edge-litert") from None
+            raise MissingExtraError("the tflite backend", "litert", "ai-edge-litert") from None
         self.interpreter = Interpreter(model_path=os.fspath(path), num_threads=threads)
         self.input = self.interpreter.get_input_details()[0]["index"]
         self.output = self.interpreter.get_output_details()[0]["index"]
@@ -90,11 +91,33 @@ class LiteModel:
         x = np.ascontiguousarray(x, np.float32)
         if len(x) != self.batch:
             self.interpreter.resize_tensor_input(self.input, list(x.shape), strict=False)
-            self.interpreter.allocate_tensors()
+            with _stderr_silenced():  # LiteRT prints an INFO line about its XNNPACK delegate here
+                self.interpreter.allocate_tensors()
             self.batch = len(x)
         self.interpreter.set_tensor(self.input, x)
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self.output).copy()
+
+
+@contextmanager
+def _stderr_silenced():
+    """Point file descriptor 2 at /dev/null for a moment (C++ runtimes write notices straight to it)."""
+    import sys
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real descriptor 2 (some embedding hosts): nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def load_model(path: str | os.PathLike, backend: str, *, threads: int | None = None, lean_memory: bool = True):
@@ -162,7 +185,7 @@ class Predictor:
 
         Args:
             path: the bundle folder.
-            backend: ``"onnx"`` (ONNX Runtime) or ``"tflite"`` (LiteRT, needs ``ai-edge-litert``).
+            backend: ``"onnx"`` (ONNX Runtime) or ``"tflite"`` (LiteRT: ``pip install 'kerasmuscle[litert]'``).
             precision: ``"float32"``; ``"int8"`` (onnx, tflite) or ``"float16"`` (tflite) when the bundle
                 ships that variant; ``"fastest"`` picks int8 when shipped, then float16, else float32.
             threads: CPU threads for the model (None: the runtime's default).

@@ -138,3 +138,33 @@ def test_cli_export_all_folds_and_one_line_errors(tiny_run, tmp_path):
     assert result.exit_code == 1 and result.output.count("\n") == 1 and "fold 9" in result.output
     result = runner.invoke(cli, ["export", str(tiny_run), "--out", str(tmp_path / "x"), "--fold", "first"])
     assert result.exit_code == 2 and "best or all" in result.output
+
+
+@pytest.mark.parametrize("kernel,pads", [(3, [0, 0, 1, 1]), (2, [0, 0, 0, 0]), (4, [1, 1, 1, 1]), (3, [1, 1, 0, 0])])
+def test_transposed_convolutions_become_phase_convolutions_exactly(kernel, pads):
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from kerasmuscle.export import split_transposed_convs
+
+    rng = np.random.default_rng(kernel)
+    w = rng.standard_normal((5, 3, kernel, kernel)).astype(np.float32)
+    b = rng.standard_normal(3).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("ConvTranspose", ["x", "w", "b"], ["up"], strides=[2, 2], kernel_shape=[kernel, kernel],
+                          pads=pads),
+         helper.make_node("ConvTranspose", ["up", "w1"], ["y"], strides=[1, 1], kernel_shape=[1, 1])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 5, 7, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2, None, None])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"),
+         numpy_helper.from_array(np.ones((3, 2, 1, 1), np.float32), "w1")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((2, 5, 7, 6)).astype(np.float32)
+    before = ort.InferenceSession(proto.SerializeToString()).run(None, {"x": x})[0]
+    assert split_transposed_convs(proto) == 1  # the stride-1 node is left alone
+    onnx.checker.check_model(proto)
+    assert [n.op_type for n in proto.graph.node].count("ConvTranspose") == 1
+    after = ort.InferenceSession(proto.SerializeToString()).run(None, {"x": x})[0]
+    assert before.shape == after.shape == (2, 2, 14, 12)
+    np.testing.assert_allclose(after, before, atol=1e-5)

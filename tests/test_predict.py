@@ -224,3 +224,9 @@ def test_readme_embedding_example_runs(tiny_bundle, small_cohort, tmp_path, monk
     namespace: dict = {}
     exec(compile(match.group(1), "README.md", "exec"), namespace)
     assert namespace["rows"] and "sma_cm2" in namespace["rows"][0]
+
+
+def test_case_names_are_unique_and_readable():
+    assert case_names(["/a/case_1/dicom", "/a/case_2/dicom", "/x/s.nii.gz", "/y/s.nii.gz", "/q/scan 7.npz"]) == \
+        ["case_1", "case_2", "x_s", "y_s", "scan_7"]
+    assert case_names(["/a/p.nii", "/a/p.nii.gz"]) == ["a_p", "a_p_2"]
