@@ -402,7 +402,9 @@ def predict_batch(inputs: Sequence[str | os.PathLike], model: str | os.PathLike,
             with atomic_path(folder, overwrite=True) as tmp:
                 write_case(tmp, name, os.fspath(source), prediction, predictor, chosen_formats, resolved)
         except (KerasMuscleError, ValueError, MissingExtraError, OSError) as exc:
-            message = str(exc) if isinstance(exc, ReadError) else f"{source}: {exc}"
+            message = str(exc)
+            if not (isinstance(exc, ReadError) or message.startswith(os.fspath(source))):
+                message = f"{source}: {message}"
             result.failed.append((os.fspath(source), message))
             if progress:
                 progress(name, message)

@@ -99,6 +99,21 @@ class LiteModel:
         return self.interpreter.get_tensor(self.output).copy()
 
 
+def _check_looks_like_ct(scan) -> None:
+    """Refuse a volume that is plainly a label map or mask rather than CT in HU (a common mix-up when a
+    folder holds both): only small non-negative integers. CT always holds air or fat below 0 HU."""
+    from kerasmuscle.errors import ReadError
+
+    hu = scan.hu
+    if not hu.size or hu.min() < 0 or hu.max() > 255:
+        return
+    sample = hu.reshape(-1)[:: max(1, hu.size // 200_000)]
+    values = np.unique(sample)
+    if len(values) <= 32 and np.all(values == np.round(values)):
+        raise ReadError(scan.source, f"holds only {len(values)} distinct values in {values.min():g}..{values.max():g}: "
+                                     "a label map or mask, not CT in Hounsfield units")
+
+
 @contextmanager
 def _stderr_silenced():
     """Point file descriptor 2 at /dev/null for a moment (C++ runtimes write notices straight to it)."""
@@ -285,6 +300,7 @@ class Predictor:
             scan = read_scan(scan_or_path)
         else:
             scan = scan_or_path
+        _check_looks_like_ct(scan)
         index = self.select_slices(scan, slices, z_range)
         rows_cols = scan.shape[1:]
         hu_range = tuple(hu_range) if hu_range is not None else self.hu_range

@@ -230,3 +230,11 @@ def test_case_names_are_unique_and_readable():
     assert case_names(["/a/case_1/dicom", "/a/case_2/dicom", "/x/s.nii.gz", "/y/s.nii.gz", "/q/scan 7.npz"]) == \
         ["case_1", "case_2", "x_s", "y_s", "scan_7"]
     assert case_names(["/a/p.nii", "/a/p.nii.gz"]) == ["a_p", "a_p_2"]
+
+
+def test_a_label_map_given_as_ct_is_refused(tiny_bundle, small_cohort):
+    from kerasmuscle.errors import ReadError
+
+    label = dicom_case(small_cohort).parent / "label.nii.gz"
+    with pytest.raises(ReadError, match="label map or mask, not CT"):
+        Predictor.from_bundle(tiny_bundle).predict(label)
