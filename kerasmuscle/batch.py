@@ -264,7 +264,7 @@ def write_case(folder: Path, name: str, source: str, prediction, predictor, form
         model = prediction.model
         write_seg(folder / "seg.dcm", prediction.labels, scan,
                   series_description=f"kerasmuscle muscle {model.get('bundle', '')}"[:64],
-                  algorithm_name="kerasmuscle U-Net", omit_empty_frames=True)
+                  algorithm_name="kerasmuscle U-Net", omit_empty_frames=bool(prediction.labels.any()))
     if "png" in formats:
         from kerasmuscle.report import save_png
 

@@ -463,27 +463,41 @@ def predict(inputs: tuple[Path, ...], bundle: Path, out: Path, slices: str | Non
 
         kerasmuscle predict scans/* --model exports/l3 --out results --slices z:-140:-120 --height 1.72
     """
-    from kerasmuscle.batch import predict_batch
+    from contextlib import nullcontext
 
-    total = len(inputs)
+    from kerasmuscle.batch import parse_shard, predict_batch
+
+    try:
+        part = parse_shard(shard)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    total = len(inputs[part[0] - 1::part[1]]) if part else len(inputs)
+    # A progress bar on a terminal; one line per input in logs and pipes.
+    bar = click.progressbar(length=total, label="predicting", show_pos=True, show_eta=True,
+                            item_show_func=lambda name: name or "") if sys.stdout.isatty() else None
     counter = {"n": 0}
 
     def progress(name: str, status: str) -> None:
         counter["n"] += 1
-        if status in ("done", "skipped"):
+        if bar is not None:
+            if status not in ("done", "skipped"):
+                click.echo(f"\n{name}: FAILED: {status}", err=True)
+            bar.update(1, name)
+        elif status in ("done", "skipped"):
             click.echo(f"[{counter['n']}/{total}] {name}: {status if status == 'done' else 'finished earlier, skipped'}")
         else:
             click.echo(f"[{counter['n']}/{total}] {name}: FAILED: {status}")
 
-    try:
-        result = predict_batch([os.fspath(p) for p in inputs], bundle, out, slices=slices, height=height,
-                               heights=heights, formats=formats, shard=shard, overwrite=overwrite, backend=backend,
-                               precision=precision, threads=threads, hu_range=hu_range,
-                               postprocess=not no_postprocess, progress=progress)
-    except ValueError as exc:
-        if isinstance(exc, KerasMuscleError):
-            raise
-        raise click.UsageError(str(exc)) from None
+    with bar if bar is not None else nullcontext():
+        try:
+            result = predict_batch([os.fspath(p) for p in inputs], bundle, out, slices=slices, height=height,
+                                   heights=heights, formats=formats, shard=shard, overwrite=overwrite,
+                                   backend=backend, precision=precision, threads=threads, hu_range=hu_range,
+                                   postprocess=not no_postprocess, progress=progress)
+        except ValueError as exc:
+            if isinstance(exc, KerasMuscleError):
+                raise
+            raise click.UsageError(str(exc)) from None
     click.echo(f"{out}: {len(result.done)} done, {len(result.skipped)} finished earlier, {len(result.failed)} failed; "
                f"measurements in {out / 'measurements.csv'} and {out / 'slices.csv'}")
     if result.failed:
