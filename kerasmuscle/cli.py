@@ -400,9 +400,11 @@ def evaluate(run: Path, fold: int | None, dataset: Path | None) -> None:
 @click.option("--reduced/--no-reduced", default=True, show_default=True,
               help="Also try int8 ONNX and float16 LiteRT; each ships only if its labels agree with float32 "
                    "(Dice >= 0.99 per muscle on held-out slices).")
+@click.option("--tolerance", type=click.FloatRange(0, 1), default=1e-4, show_default=True,
+              help="Largest max-abs probability difference a float32 artifact may have from Keras.")
 @click.option("--overwrite", is_flag=True, help="Replace the bundle folder if it exists.")
 def export(source: Path, out: Path, onnx: bool, tflite: bool, savedmodel: bool, fold: str, dataset: Path | None,
-           reduced: bool, overwrite: bool) -> None:
+           reduced: bool, tolerance: float, overwrite: bool) -> None:
     """Export a trained model as a bundle: model.keras, saved_model/, model.onnx, model.tflite,
     metadata.json and SHA256SUMS. Every artifact is checked against Keras at batch sizes 1 and 3; a
     float32 artifact that differs by more than 1e-4 in probability fails the export. Without --onnx,
@@ -420,7 +422,7 @@ def export(source: Path, out: Path, onnx: bool, tflite: bool, savedmodel: bool, 
         raise click.BadParameter(f"{fold!r}: give a fold number, best or all", param_hint="--fold")
     chosen = [f for f, on in (("savedmodel", savedmodel), ("onnx", onnx), ("tflite", tflite)) if on] or list(FORMATS)
     metas = export_bundle(source, out, formats=chosen, fold=fold if not fold.isdigit() else int(fold), dataset=dataset,
-                          reduced=reduced, overwrite=overwrite, log=click.echo)
+                          reduced=reduced, tolerance=tolerance, overwrite=overwrite, log=click.echo)
     for meta in metas:
         worst = max((max(p["batch_1_max_abs"], p["batch_3_max_abs"]) for p in meta["parity"].values()), default=0.0)
         click.echo(f"{meta['name']}: fold {meta['source']['fold']}, files {', '.join(meta['files'].values())}; "

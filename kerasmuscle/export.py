@@ -590,7 +590,7 @@ def _build(model, entry, folder: Path, scratch: Path, formats, samples, meta, re
         log(f"  parity {key}: max abs difference {worst:.2e} (batch 1 and 3; tolerance {tolerance:g})")
         if not worst <= tolerance:
             raise ExportError(f"{entry['model']}: the {key} export differs from Keras by {worst:.3g} in probability "
-                              f"(tolerance {tolerance:g}); nothing was written")
+                              f"(tolerance {tolerance:g}); nothing was written. {_float32_noise(model, inputs)}")
 
     variants: dict[str, dict[str, Any]] = {}
     if reduced:
@@ -606,6 +606,23 @@ def _build(model, entry, folder: Path, scratch: Path, formats, samples, meta, re
                 files[key] = _bundle.ARTIFACTS[key]
     return {"files": files, "parity": parity, "reduced_precision": variants,
             "checked_on": samples["source"] if held is not None else "smooth random images (no dataset)"}
+
+
+def _float32_noise(model, inputs: dict[int, np.ndarray]) -> str:
+    """Say whether a parity failure is float32 rounding of the model itself rather than a broken export:
+    Keras' own disagreement between batch 1 and batch 3 on the same slice, and the size of its logits."""
+    keras, _ = _keras()
+    own = max_abs_diff(np.asarray(model.predict_on_batch(inputs[1])), np.asarray(model.predict_on_batch(inputs[3]))[:1])
+    try:
+        logits = np.asarray(keras.Model(model.input, model.get_layer("logits").output).predict_on_batch(inputs[3]))
+        size = f"its logits reach {np.abs(logits).max():.3g}"
+    except ValueError:
+        size = "its logits could not be read"
+    if own > 0.5 * TOLERANCE:
+        return (f"Keras itself differs by {own:.3g} between batch 1 and batch 3 on the same slice and {size}: "
+                "float32 rounding in a model far from trained (a trained one has logits of tens), not a broken "
+                "export. Train longer, or accept it explicitly with --tolerance")
+    return f"Keras agrees with itself to {own:.3g} between batch sizes and {size}, so the export is at fault"
 
 
 def _reduced(key: str, backend: str, fp32: Callable[[np.ndarray], np.ndarray], saved_model: Path, folder: Path, scratch: Path, samples: dict[str, Any], min_agreement: float, log: Log) -> dict[str, Any]:
