@@ -9,6 +9,7 @@ viewers and PACS attach the result to the right series.
 from __future__ import annotations
 
 import os
+import warnings
 from collections import defaultdict
 from typing import Any
 
@@ -212,23 +213,27 @@ def write_seg(
         raise ValueError("the scan's slices do not map one-to-one onto its source images")
     keep = np.isin(labels, [lab.id for lab in segments])
     pixel_array = np.where(keep, labels, 0).astype(np.uint8)
-    seg = hd.seg.Segmentation(
-        source_images=sources,
-        pixel_array=pixel_array,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions,
-        series_instance_uid=series_uid or generate_uid(),
-        series_number=series_number,
-        sop_instance_uid=sop_uid or generate_uid(),
-        instance_number=1,
-        manufacturer="kerasmuscle",
-        manufacturer_model_name=algorithm_name,
-        software_versions=version,
-        device_serial_number="0",
-        content_label="MUSCLE",
-        content_description=series_description[:64],
-        omit_empty_frames=omit_empty_frames,
-    )
+    with warnings.catch_warnings():
+        # highdicom warns about oddities of the source images (a one-component PatientName, ...) that the
+        # SEG copies faithfully and the user cannot act on here.
+        warnings.simplefilter("ignore", UserWarning)
+        seg = hd.seg.Segmentation(
+            source_images=sources,
+            pixel_array=pixel_array,
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=descriptions,
+            series_instance_uid=series_uid or generate_uid(),
+            series_number=series_number,
+            sop_instance_uid=sop_uid or generate_uid(),
+            instance_number=1,
+            manufacturer="kerasmuscle",
+            manufacturer_model_name=algorithm_name,
+            software_versions=version,
+            device_serial_number="0",
+            content_label="MUSCLE",
+            content_description=series_description[:64],
+            omit_empty_frames=omit_empty_frames,
+        )
     seg.SeriesDescription = series_description[:64]
     if content_date_time is not None:
         # Reproducible files: replace the clock and the random UIDs highdicom adds with derived ones.
