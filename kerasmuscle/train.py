@@ -156,10 +156,12 @@ def _epoch_callback_class():
         """Best checkpoint, last checkpoint, history.csv and state.json after every epoch, in that order,
         so ``state.json`` names an epoch only when everything of it is on disk."""
 
-        def __init__(self, fold_dir: Path, monitor: str, state: dict, plateau, early, history: list, chief: bool):
+        def __init__(self, fold_dir: Path, monitor: str, state: dict, plateau, early, history: list, chief: bool,
+                     epoch_log: Log | None = None):
             super().__init__()
             self.fold_dir, self.monitor, self.state = fold_dir, monitor, state
             self.plateau, self.early, self.history, self.chief = plateau, early, history, chief
+            self.epoch_log = epoch_log
             self.started = 0.0
 
         def on_train_begin(self, logs=None):
@@ -182,6 +184,10 @@ def _epoch_callback_class():
             if improved:
                 self.state.update(best=value, best_epoch=epoch + 1)
             self.history.append(row)
+            if self.epoch_log is not None:
+                self.epoch_log(f"{self.fold_dir.name} epoch {epoch + 1}/{self.params.get('epochs', '?')}: "
+                               f"loss {row.get('loss', math.nan):.4f}, {self.monitor} {value:.4f}, "
+                               f"learning rate {lr:.2g}, {row['seconds']:.1f} s")
             self.state.update(
                 epoch=epoch + 1, learning_rate=lr, finished=False,
                 plateau={"wait": int(self.plateau.wait), "best": float(self.plateau.best),
@@ -233,7 +239,8 @@ def train_fold(run: Path, fold: int, config: TrainConfig, splits: dict[str, Any]
         config: the run's config.
         splits: the run's splits.
         slices: a :class:`~kerasmuscle.data.pipeline.SliceSet` holding at least the fold's train and tune cases.
-        verbose: Keras progress: 0 silent, 1 progress bar, 2 one line per epoch.
+        verbose: Keras progress: 0 a short line per epoch through ``log``, 1 Keras' progress bar, 2 Keras'
+            line per epoch.
         log: where to print progress lines.
 
     Returns:
@@ -292,7 +299,8 @@ def _fit_fold(run: Path, fold: int, config: TrainConfig, splits: dict[str, Any],
     early = keras.callbacks.EarlyStopping(monitor=monitor, mode="max",
                                           patience=config.early_stopping_patience or config.epochs + 1)
     history = read_history(fold_dir / "history.csv", start)
-    run_state = _epoch_callback_class()(fold_dir, monitor, state, plateau, early, history, _is_chief(strategy))
+    run_state = _epoch_callback_class()(fold_dir, monitor, state, plateau, early, history, _is_chief(strategy),
+                                        epoch_log=log if verbose == 0 else None)
     train_ds = make_dataset(train, config.batch_size, seed=seed, augment=config.augment,
                             hu_window=config.preprocess.hu_window, epochs=(start, config.epochs))
     tune_ds = (make_dataset(tune, config.batch_size, shuffle=False, epochs=(0, 1)) if len(tune) else None)
@@ -334,7 +342,7 @@ def train_run(dataset: str | os.PathLike | None, run: str | os.PathLike, config:
         run: the run folder; created, or resumed when it exists.
         config: the settings; None uses the stored config of an existing run, else the defaults.
         fold: train only this fold (so a scheduler can run folds as parallel processes); None trains all.
-        verbose: Keras progress: 0 silent, 1 progress bar, 2 one line per epoch.
+        verbose: Keras progress: 0 a short line per epoch through ``log``, 1 a progress bar, 2 a line per epoch.
         log: where progress lines go.
 
     Returns:

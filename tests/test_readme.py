@@ -44,3 +44,17 @@ def test_no_placeholders_left():
         assert token not in README, f"README still contains {token}"
     for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", README):
         assert (ROOT / image).is_file(), f"README shows {image}, which does not exist"
+
+
+def test_every_command_has_help_with_an_example():
+    from click.testing import CliRunner
+
+    runner = CliRunner()
+    for name in cli.commands:
+        result = runner.invoke(cli, [name, "--help"])
+        assert result.exit_code == 0, name
+        m = re.search(r"Examples?:\s*\n\s*(.+)", result.output)
+        assert m, f"`kerasmuscle {name} --help` shows no example"
+        example = m.group(1).strip()
+        assert example.startswith(f"kerasmuscle {name}"), f"{name}: example {example!r}"
+        assert f"kerasmuscle {name}" in README, f"README does not show `kerasmuscle {name}`"
