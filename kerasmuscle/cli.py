@@ -521,7 +521,7 @@ def predict(inputs: tuple[Path, ...], bundle: Path, out: Path, slices: str | Non
 @click.option("--image-size", default=96, show_default=True, type=click.IntRange(32),
               help="Network input size (a multiple of 16).")
 @click.option("--folds", default=3, show_default=True, type=click.IntRange(2), help="Cross-validation folds.")
-@click.option("--epochs", default=40, show_default=True, type=click.IntRange(1), help="Epochs per fold.")
+@click.option("--epochs", default=28, show_default=True, type=click.IntRange(1), help="Epochs per fold.")
 @click.option("--preset", default="paper", show_default=True, type=click.Choice(["paper", "classic"]))
 def demo(out: Path, dicom: Path | None, cases: int, image_size: int, folds: int, epochs: int, preset: str) -> None:
     """The main job on built-in defaults: make a synthetic cohort, cross-validate the paper's U-Net, write

@@ -20,11 +20,11 @@ from kerasmuscle.errors import KerasMuscleError
 Log = Callable[[str], None]
 
 #: Defaults sized to finish within 15 minutes on 2 CPU cores (see the README for the measured time).
-DEMO_DEFAULTS = {"cases": 36, "image_size": 96, "folds": 3, "epochs": 40, "preset": "paper", "seed": 0}
+DEMO_DEFAULTS = {"cases": 36, "image_size": 96, "folds": 3, "epochs": 28, "preset": "paper", "seed": 0}
 
 
 def run_demo(out: str | os.PathLike = "demo", *, dicom: str | os.PathLike | None = None, cases: int = 36,
-             image_size: int = 96, folds: int = 3, epochs: int = 40, preset: str = "paper", seed: int = 0,
+             image_size: int = 96, folds: int = 3, epochs: int = 28, preset: str = "paper", seed: int = 0,
              log: Log = print) -> dict[str, Any]:
     """Run the whole pipeline on a synthetic cohort and report where everything is.
 
