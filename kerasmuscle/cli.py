@@ -526,7 +526,7 @@ def predict(inputs: tuple[Path, ...], bundle: Path, out: Path, slices: str | Non
 def demo(out: Path, dicom: Path | None, cases: int, image_size: int, folds: int, epochs: int, preset: str) -> None:
     """The main job on built-in defaults: make a synthetic cohort, cross-validate the paper's U-Net, write
     Table I and the violin plot, export the bundle, and segment and measure held-out cases (and --dicom)
-    with the light predictor. About 12 minutes on 2 CPU cores.
+    with the light predictor. About 13 minutes on 2 CPU cores.
 
     Example:
 
