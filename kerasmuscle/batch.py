@@ -212,7 +212,7 @@ def case_record(name: str, source: str, prediction, case_row: dict[str, Any], sl
                  "series_uid": info.series_uid if info else None, "study_uid": info.study_uid if info else None,
                  "patient_id": info.tags.get("patient_id") if info else None, "warnings": list(scan.warnings)},
         "slice_indices": [int(i) for i in prediction.slices],
-        "slice_locations_mm": [float(scan.slice_locations[i]) for i in prediction.slices],
+        "slice_locations_mm": scan.slice_locations[prediction.slices].tolist(),
         "measurements": case_row,
         "slices": slice_rows,
         "versions": _versions(),

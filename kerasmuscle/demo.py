@@ -44,6 +44,7 @@ def run_demo(out: str | os.PathLike = "demo", *, dicom: str | os.PathLike | None
     """
     from kerasmuscle.batch import predict_batch
     from kerasmuscle.config import PreprocessConfig, SynthConfig, TrainConfig, UNetConfig
+    from kerasmuscle.data.dataset import load_dataset
     from kerasmuscle.export import export_bundle
     from kerasmuscle.synth.cohort import write_cohort
     from kerasmuscle.train import evaluate_run, train_run
@@ -90,8 +91,8 @@ def run_demo(out: str | os.PathLike = "demo", *, dicom: str | os.PathLike | None
     fold = meta["source"]["fold"]
     splits = json.loads((run / "splits.json").read_text(encoding="utf-8"))
     held = splits["folds"][fold]["val"]
-    by_id = {c["id"]: c for c in json.loads((cohort / "dataset.json").read_text(encoding="utf-8"))["cases"]}
-    inputs = [str(cohort / by_id[c]["image"]) for c in held if c in by_id]
+    by_id = {c.id: c for c in load_dataset(cohort)}
+    inputs = [str(by_id[c].image) for c in held if c in by_id]
     log(f"[5/5] prediction with ONNX Runtime: {len(inputs)} held-out synthetic cases of fold {fold}"
         + (f" and {dicom}" if dicom else ""))
     synthetic = predict_batch(inputs, bundle, out / "predictions" / "synthetic")

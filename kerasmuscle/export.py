@@ -31,9 +31,10 @@ from kerasmuscle import __version__
 from kerasmuscle import bundle as _bundle
 from kerasmuscle.config import TrainConfig
 from kerasmuscle.errors import KerasMuscleError, MissingExtraError
-from kerasmuscle.fileutil import atomic_path
-from kerasmuscle.labels import LABELS, MUSCLE_IDS
+from kerasmuscle.fileutil import atomic_path, stderr_silenced
+from kerasmuscle.labels import LABELS, MUSCLE_LABELS
 from kerasmuscle.postprocess import MUSCLE_HU
+from kerasmuscle.train import _read_json
 
 Log = Callable[[str], None]
 
@@ -52,13 +53,6 @@ class ExportError(KerasMuscleError):
 
 # --------------------------------------------------------------------------------------------------
 # what to export
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 def resolve_source(source: str | os.PathLike, fold: str | int = "best") -> list[dict[str, Any]]:
@@ -95,7 +89,7 @@ def resolve_source(source: str | os.PathLike, fold: str | int = "best") -> list[
     if not (source / "config.json").is_file():
         raise ExportError(f"{source}: not a run folder (no config.json) and no model.keras in it")
     run = source
-    manifest = _read_json(run / "manifest.json")
+    manifest = _read_json(run / "manifest.json") or {}
     trained = sorted(int(k) for k in manifest.get("fold_results", {}) if (run / f"fold_{k}" / "model.keras").is_file())
     if not trained:
         trained = sorted(int(p.name[5:]) for p in run.glob("fold_*") if p.name[5:].isdigit()
@@ -126,7 +120,7 @@ def _entry(model: Path, run: Path, fold: int | None) -> dict[str, Any]:
         config = TrainConfig.load(run / "config.json")
     except Exception as exc:
         raise ExportError(f"{run / 'config.json'}: cannot read the run's settings ({exc})") from None
-    return {"model": model, "run": run, "fold": fold, "config": config, "manifest": _read_json(run / "manifest.json")}
+    return {"model": model, "run": run, "fold": fold, "config": config, "manifest": _read_json(run / "manifest.json") or {}}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -192,9 +186,7 @@ def random_inputs(n: int, size: int, channels: int, seed: int = 0) -> np.ndarray
 def _quiet():
     """Keep converters' progress chatter (Python and C++) and deprecation warnings out of the user's terminal;
     failures still arrive as exceptions."""
-    from kerasmuscle.predict import _stderr_silenced
-
-    with warnings.catch_warnings(), redirect_stdout(StringIO()), _stderr_silenced():
+    with warnings.catch_warnings(), redirect_stdout(StringIO()), stderr_silenced():
         warnings.simplefilter("ignore")
         yield
 
@@ -401,13 +393,12 @@ def label_agreement(reference: np.ndarray, other: np.ndarray) -> dict[str, float
         muscle key -> Dice (None where neither map has that muscle), plus ``"min"``: the smallest Dice
         (None when no muscle occurs at all).
     """
+    from kerasmuscle.evaluation import overlap_metrics
+
     out: dict[str, float | None] = {}
-    for lab in LABELS:
-        if lab.id not in MUSCLE_IDS:
-            continue
-        a, b = reference == lab.id, other == lab.id
-        total = int(a.sum()) + int(b.sum())
-        out[lab.key] = None if total == 0 else round(2.0 * int((a & b).sum()) / total, 6)
+    for lab in MUSCLE_LABELS:
+        dice = overlap_metrics(reference == lab.id, other == lab.id)["dice"]
+        out[lab.key] = None if np.isnan(dice) else round(float(dice), 6)
     values = [v for v in out.values() if v is not None]
     out["min"] = min(values) if values else None
     return out

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import numpy as np
 from kerasmuscle import bundle as _bundle
 from kerasmuscle.config import PreprocessConfig
 from kerasmuscle.errors import KerasMuscleError, MissingExtraError
+from kerasmuscle.fileutil import stderr_silenced
 from kerasmuscle.postprocess import threshold_hu
 from kerasmuscle.preprocessing import prepare_slices, restore_probabilities
 
@@ -91,7 +91,7 @@ class LiteModel:
         x = np.ascontiguousarray(x, np.float32)
         if len(x) != self.batch:
             self.interpreter.resize_tensor_input(self.input, list(x.shape), strict=False)
-            with _stderr_silenced():  # LiteRT prints an INFO line about its XNNPACK delegate here
+            with stderr_silenced():  # LiteRT prints an INFO line about its XNNPACK delegate here
                 self.interpreter.allocate_tensors()
             self.batch = len(x)
         self.interpreter.set_tensor(self.input, x)
@@ -112,27 +112,6 @@ def _check_looks_like_ct(scan) -> None:
     if len(values) <= 32 and np.all(values == np.round(values)):
         raise ReadError(scan.source, f"holds only {len(values)} distinct values in {values.min():g}..{values.max():g}: "
                                      "a label map or mask, not CT in Hounsfield units")
-
-
-@contextmanager
-def _stderr_silenced():
-    """Point file descriptor 2 at /dev/null for a moment (C++ runtimes write notices straight to it)."""
-    import sys
-
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no real descriptor 2 (some embedding hosts): nothing to silence
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def load_model(path: str | os.PathLike, backend: str, *, threads: int | None = None, lean_memory: bool = True):
@@ -240,11 +219,6 @@ class Predictor:
         """Provenance recorded with every result: bundle name and path, backend, precision, model checksum."""
         return {"bundle": self.metadata.get("name", ""), "bundle_path": self.path, "backend": self.backend,
                 "precision": self.precision, "model_sha256": self.model_sha256}
-
-    def run(self, x: np.ndarray, batch_size: int = 4) -> np.ndarray:
-        """Network probabilities for preprocessed input ``[n, size, size, channels]``, in batches."""
-        out = [self.model.run(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, *x.shape[1:3], self.num_classes), np.float32)
 
     def select_slices(self, scan, slices: Sequence[int] | None = None,
                       z_range: tuple[float, float] | None = None) -> np.ndarray:

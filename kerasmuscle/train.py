@@ -19,6 +19,7 @@ interrupted fold restarts from its last finished epoch with the same batches it 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import json
@@ -38,32 +39,23 @@ from kerasmuscle.config import ConfigError, TrainConfig
 from kerasmuscle.data.dataset import Case, discover_cases, read_case
 from kerasmuscle.data.splits import load_splits, make_splits, save_splits
 from kerasmuscle.errors import KerasMuscleError, MissingExtraError
-from kerasmuscle.fileutil import atomic_path, atomic_write_text
-from kerasmuscle.labels import LABELS, MUSCLE_LABELS
+from kerasmuscle.fileutil import atomic_path, atomic_write_text, stderr_silenced
+from kerasmuscle.labels import MUSCLE_LABELS
 
 Log = Callable[[str], None]
 
 
 def _import_keras():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    first = "tensorflow" not in sys.modules
-    if first:
-        # TensorFlow's C++ start-up prints absl and oneDNN notices straight to file descriptor 2, whatever
-        # TF_CPP_MIN_LOG_LEVEL says; keep them out of the one-line messages users read.
-        sys.stderr.flush()
-        saved = os.dup(2)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 2)
-    try:
-        import keras
-        import tensorflow as tf
-    except ImportError as exc:
-        raise MissingExtraError("training", "train", exc.name or "tensorflow") from None
-    finally:
-        if first:
-            os.dup2(saved, 2)
-            os.close(saved)
-            os.close(devnull)
+    # TensorFlow's C++ start-up prints absl and oneDNN notices straight to file descriptor 2, whatever
+    # TF_CPP_MIN_LOG_LEVEL says; keep them out of the one-line messages users read.
+    quiet = stderr_silenced() if "tensorflow" not in sys.modules else contextlib.nullcontext()
+    with quiet:
+        try:
+            import keras
+            import tensorflow as tf
+        except ImportError as exc:
+            raise MissingExtraError("training", "train", exc.name or "tensorflow") from None
     return keras, tf
 
 
