@@ -70,11 +70,11 @@ def build_bundle(workdir: Path, preset: str, size: int) -> tuple[Path, Path, obj
     from kerasmuscle.export import base_metadata, write_onnx, write_onnx_int8, write_savedmodel, write_tflite
     from kerasmuscle.io import read_scan
     from kerasmuscle.model import build_unet, count_params
-    from kerasmuscle.preprocessing import prepare_slices
+    from kerasmuscle.core.preprocessing import prepare_slices
     from kerasmuscle.synth.cohort import write_cohort
-    from kerasmuscle.train import _import_keras
+    from kerasmuscle.fileutil import import_keras
 
-    keras, _ = _import_keras()
+    keras, _ = import_keras()
     cohort = workdir / "cohort"
     write_cohort(cohort, cases=6, seed=3, workers=1, config=SynthConfig(image_size=size))
     config = TrainConfig(model=UNetConfig.preset(preset), preprocess=PreprocessConfig(image_size=size))
@@ -110,9 +110,9 @@ def latencies(bundle: Path, model, size: int, rounds: int, threads: int) -> dict
     import numpy as np
 
     from kerasmuscle.predict import load_model
-    from kerasmuscle.train import _import_keras
+    from kerasmuscle.fileutil import import_keras
 
-    _, tf = _import_keras()
+    _, tf = import_keras()
     x = np.random.default_rng(1).uniform(-1, 1, (1, size, size, 1)).astype(np.float32)
     keras_fn = tf.function(lambda v: model(v, training=False), jit_compile=False)
     runners = {
@@ -176,7 +176,7 @@ def predictor_process(bundle: Path, case: Path, repeats: int) -> dict[str, float
 
 def end_to_end(bundle: Path, cohort: Path, workdir: Path, threads: int) -> dict[str, float]:
     """Case time of predict_batch (all outputs) against its model time, over the cohort's cases."""
-    from kerasmuscle.batch import predict_batch
+    from kerasmuscle.predict.batch import predict_batch
 
     cases = sorted(str(p / "dicom") for p in cohort.glob("case_*"))
     # One warm-up case, so session start-up is not counted against the first case.

@@ -76,7 +76,7 @@ def bench_training(slices, preset: str, image_size: int, batch_size: int, steps:
     from kerasmuscle.config import AugmentConfig, TrainConfig, UNetConfig
     from kerasmuscle.data.pipeline import make_dataset
     from kerasmuscle.model import build_unet, forward_flops
-    from kerasmuscle.train import compile_model
+    from kerasmuscle.training.train import compile_model
 
     config = TrainConfig(model=UNetConfig.preset(preset), batch_size=batch_size)
     keras.utils.set_random_seed(0)

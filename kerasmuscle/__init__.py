@@ -15,16 +15,25 @@ __version__ = "0.1.0"
 from kerasmuscle.errors import KerasMuscleError, MissingExtraError, ReadError, ScanWarning
 from kerasmuscle.labels import LABELS, MUSCLE_IDS, NUM_CLASSES
 
+#: The public API, loaded on first use: name -> the module that defines it (its documented home).
 _LAZY = {
     "Scan": "kerasmuscle.io",
     "LabelMap": "kerasmuscle.io",
     "read_scan": "kerasmuscle.io",
     "read_labels": "kerasmuscle.io",
+    "SliceSelection": "kerasmuscle.core.slices",
+    "measure_case": "kerasmuscle.core.measure",
+    "Predictor": "kerasmuscle.predict",
+    "predict_batch": "kerasmuscle.predict",
+    "write_cohort": "kerasmuscle.synth.cohort",
+    "train_run": "kerasmuscle.training",
+    "evaluate_run": "kerasmuscle.training",
+    "export_bundle": "kerasmuscle.export",
 }
 
 
 def __getattr__(name: str):
-    # Reading pulls in pydicom and nibabel; load them when first used, not on `import kerasmuscle`.
+    # Reading pulls in pydicom and nibabel, training TensorFlow: load them when first used, not on import.
     if name in _LAZY:
         import importlib
 
@@ -35,16 +44,13 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    *_LAZY,
     "LABELS",
     "MUSCLE_IDS",
     "NUM_CLASSES",
     "KerasMuscleError",
-    "LabelMap",
     "MissingExtraError",
     "ReadError",
-    "Scan",
     "ScanWarning",
     "__version__",
-    "read_labels",
-    "read_scan",
 ]

@@ -337,7 +337,7 @@ def train(dataset: Path, run: Path, folds: int | None, fold: int | None, epochs:
         kerasmuscle train cohort --out runs/cv --folds 10 --epochs 60 --image-size 256
     """
     from kerasmuscle.config import TrainConfig, UNetConfig
-    from kerasmuscle.train import train_run
+    from kerasmuscle.training import train_run
 
     stored = run / "config.json"
     base = TrainConfig.load(config_path) if config_path else (TrainConfig.load(stored) if stored.is_file() else TrainConfig())
@@ -375,7 +375,7 @@ def evaluate(run: Path, fold: int | None, dataset: Path | None) -> None:
 
         kerasmuscle evaluate runs/cv && cat runs/cv/table.md
     """
-    from kerasmuscle.train import evaluate_run
+    from kerasmuscle.training import evaluate_run
 
     evaluate_run(run, dataset=dataset, fold=fold, log=click.echo)
     click.echo((run / "table.md").read_text(encoding="utf-8"))
@@ -467,7 +467,7 @@ def predict(inputs: tuple[Path, ...], bundle: Path, out: Path, slices: str | Non
     """
     from contextlib import nullcontext
 
-    from kerasmuscle.batch import parse_shard, predict_batch
+    from kerasmuscle.predict.batch import parse_shard, predict_batch
 
     try:
         part = parse_shard(shard)

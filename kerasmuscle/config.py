@@ -283,7 +283,7 @@ class UNetConfig(Config):
 @dataclass(frozen=True)
 class PreprocessConfig(Config):
     """How a CT slice becomes network input; training and the predictor share it (see
-    :mod:`kerasmuscle.preprocessing`).
+    :mod:`kerasmuscle.core.preprocessing`).
 
     Args:
         image_size: rows and columns of the network input; slices are resized to it (a multiple of 16).

@@ -42,12 +42,12 @@ def run_demo(out: str | os.PathLike = "demo", *, dicom: str | os.PathLike | None
         KerasMuscleError: a step failed (the message names it); ``--dicom`` failing is reported in the summary
             instead, since everything before it is done.
     """
-    from kerasmuscle.batch import predict_batch
+    from kerasmuscle.predict.batch import predict_batch
     from kerasmuscle.config import PreprocessConfig, SynthConfig, TrainConfig, UNetConfig
     from kerasmuscle.data.dataset import load_dataset
     from kerasmuscle.export import export_bundle
     from kerasmuscle.synth.cohort import write_cohort
-    from kerasmuscle.train import evaluate_run, train_run
+    from kerasmuscle.training import evaluate_run, train_run
 
     out = Path(out)
     if dicom is not None and not Path(dicom).exists():

@@ -1,18 +1,22 @@
-"""Write outputs safely: to a temporary name beside the target, then rename into place.
+"""Files and the process around them: atomic writes, JSON, installed versions, lazy heavy imports.
 
-A crash or a kill leaves either the old file or the new one, never half of one, and a batch that
-is run again can tell finished outputs from unfinished ones.
+Outputs are written to a temporary name beside the target, then renamed into place: a crash or a kill
+leaves either the old file or the new one, never half of one, and a batch that is run again can tell
+finished outputs from unfinished ones. Standard library only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import platform
 import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -62,10 +66,74 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON in ``path``, or None when the file does not exist.
+
+    Raises:
+        KerasMuscleError: the file exists but cannot be read or parsed (the message names it).
+    """
+    from kerasmuscle.errors import KerasMuscleError
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise KerasMuscleError(f"{path}: unreadable ({exc})") from None
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """Write ``data`` as indented JSON (numpy scalars as floats) through a temporary file."""
+    atomic_write_text(path, json.dumps(data, indent=1, default=float) + "\n")
+
+
+#: Installed distributions that provide an importable name, in the order they are tried.
+_DISTRIBUTIONS: dict[str, tuple[str, ...]] = {"tensorflow": ("tensorflow-cpu", "tensorflow", "tensorflow-gpu")}
+
+
+def package_version(name: str) -> str | None:
+    """The installed version of a distribution (``tensorflow`` also finds ``tensorflow-cpu``), or None.
+    Reads the installation's metadata; nothing is imported."""
+    from importlib import metadata
+
+    for dist in _DISTRIBUTIONS.get(name, (name,)):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def versions(*packages: str) -> dict[str, str | None]:
+    """Provenance recorded with every result: kerasmuscle, Python, numpy and the named distributions."""
+    from kerasmuscle import __version__
+
+    return {"kerasmuscle": __version__, "python": platform.python_version(), "numpy": package_version("numpy"),
+            **{name: package_version(name) for name in packages}}
+
+
+def import_keras(what: str = "training", extra: str = "train"):
+    """Import Keras and TensorFlow on first use, with TensorFlow's C++ start-up notices kept off stderr.
+
+    Returns:
+        ``(keras, tensorflow)``.
+
+    Raises:
+        MissingExtraError: they are not installed (the message names ``what`` needs them and the extra).
+    """
+    from kerasmuscle.errors import MissingExtraError
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's C++ start-up prints absl and oneDNN notices straight to file descriptor 2, whatever
+    # TF_CPP_MIN_LOG_LEVEL says; keep them out of the one-line messages users read.
+    quiet = stderr_silenced() if "tensorflow" not in sys.modules else contextlib.nullcontext()
+    with quiet:
+        try:
+            import keras
+            import tensorflow as tf
+        except ImportError as exc:
+            raise MissingExtraError(what, extra, exc.name or "tensorflow") from None
+    return keras, tf
 
 
 @contextlib.contextmanager

@@ -123,7 +123,7 @@ def tiny_run(tmp_path_factory, small_cohort) -> Path:
     """A trained run of a tiny U-Net (2 folds, 3 epochs, 32x32 input) on ``small_cohort``, made once."""
     pytest.importorskip("tensorflow")
     from kerasmuscle.config import PreprocessConfig, TrainConfig, UNetConfig
-    from kerasmuscle.train import train_run
+    from kerasmuscle.training import train_run
 
     config = TrainConfig(model=UNetConfig(filters=(4, 8, 16), bottleneck=16, decoder_filters=(16, 8, 4), up_kernel=2),
                          preprocess=PreprocessConfig(image_size=32), folds=2, epochs=3, batch_size=4,

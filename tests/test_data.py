@@ -12,7 +12,7 @@ from kerasmuscle.config import AugmentConfig, PreprocessConfig
 from kerasmuscle.data import discover_cases, load_splits, make_splits, save_splits
 from kerasmuscle.data.dataset import Case, read_case
 from kerasmuscle.errors import ReadError
-from kerasmuscle.preprocessing import (normalise, prepare_labels, prepare_slices, probabilities_to_labels,
+from kerasmuscle.core.preprocessing import (normalise, prepare_labels, prepare_slices, probabilities_to_labels,
                                        resize_image, resize_labels, resize_matrix)
 
 

@@ -1,4 +1,5 @@
-"""Evaluation metrics, tables and plots, and the HU post-processing, on hand-computed cases."""
+"""Overlap metrics (core.metrics), Table I and the CSV number format (report.tables), the violin plot
+(report.figures) and the HU post-processing, on hand-computed cases."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kerasmuscle import evaluation
+from kerasmuscle.core.metrics import CLASSES, case_metrics, overlap_metrics
 from kerasmuscle.errors import MissingExtraError
-from kerasmuscle.evaluation import (CLASSES, METRICS_COLUMNS, TABLE_COLUMNS, case_metrics, overlap_metrics,
-                                    read_metrics_csv, summarise, table_markdown, violin_plot,
-                                    write_metrics_csv, write_tables)
-from kerasmuscle.postprocess import MUSCLE_HU, threshold_hu
+from kerasmuscle.report.figures import violin_plot
+from kerasmuscle.report.tables import (METRICS_COLUMNS, TABLE_COLUMNS, csv_cell, read_metrics_csv, summarise,
+                                       table_markdown, write_metrics_csv, write_tables)
+from kerasmuscle.core.postprocess import MUSCLE_HU, threshold_hu
 
 NAN = math.nan
 
@@ -130,8 +131,16 @@ def test_metrics_csv_round_trip(tmp_path: Path) -> None:
     for original, restored in zip(rows, back):
         for column in METRICS_COLUMNS:
             value = restored[column]
-            assert type(value) is type(original[column]) and (value == original[column] or math.isnan(value))
+            assert type(value) is type(original[column])
+            assert value == pytest.approx(original[column], abs=5e-7) or math.isnan(value)
     assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_csv_cell_is_the_one_number_format() -> None:
+    # Every CSV kerasmuscle writes (metrics, Table I, measurements, slices) goes through csv_cell.
+    assert csv_cell(2 / 3) == "0.666667" and csv_cell(np.float32(1.5)) == "1.5" and csv_cell(12.0) == "12.0"
+    assert csv_cell(NAN) == "" and csv_cell(None) == "" and csv_cell(np.int64(3)) == "3"
+    assert csv_cell([1.23456789, 2]) == "1.234568 2" and csv_cell("x") == "x" and csv_cell(True) == "True"
 
 
 def test_metrics_csv_errors(tmp_path: Path) -> None:
@@ -224,4 +233,4 @@ def test_violin_plot(tmp_path: Path) -> None:
 def test_violin_plot_without_matplotlib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(MissingExtraError, match="matplotlib"):
-        evaluation.violin_plot([row("a", "combined", 1, 1, 1)], tmp_path / "v.png")
+        violin_plot([row("a", "combined", 1, 1, 1)], tmp_path / "v.png")

@@ -21,9 +21,9 @@ from kerasmuscle.predict import load_model  # noqa: E402
 
 def _keras_model(path):
     from kerasmuscle.model import CUSTOM_OBJECTS
-    from kerasmuscle.train import _import_keras
+    from kerasmuscle.fileutil import import_keras
 
-    keras, _ = _import_keras()
+    keras, _ = import_keras()
     return keras.models.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=False)
 
 

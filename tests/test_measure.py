@@ -13,7 +13,7 @@ import pytest
 from kerasmuscle.errors import ReadError
 from kerasmuscle.io.scan import Scan
 from kerasmuscle.labels import MUSCLE_LABELS
-from kerasmuscle.measure import (
+from kerasmuscle.core.measure import (
     CASE_COLUMNS,
     MEASUREMENT_COLUMNS,
     columns,
@@ -249,7 +249,7 @@ def test_synthetic_case_midline_and_psoas_sides():
 
 
 def test_import_is_numpy_only():
-    code = ("import sys, kerasmuscle.measure; "
+    code = ("import sys, kerasmuscle.core.measure; "
             "print(sorted(m for m in ('scipy', 'tensorflow', 'keras', 'pydicom', 'nibabel') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -16,7 +16,7 @@ import pytest
 
 from click.testing import CliRunner
 
-from kerasmuscle.batch import case_names, parse_shard, parse_slices
+from kerasmuscle.predict.batch import case_names, parse_shard
 from kerasmuscle.bundle import BundleError
 from kerasmuscle.cli import cli
 from kerasmuscle.io import read_labels, read_scan
@@ -32,7 +32,7 @@ def test_predictor_never_imports_tensorflow(tiny_bundle, small_cohort):
         from kerasmuscle.predict import Predictor
         p = Predictor.from_bundle({str(tiny_bundle)!r}, threads=1)
         r = p.predict({str(dicom_case(small_cohort))!r})
-        from kerasmuscle.batch import write_case
+        from kerasmuscle.predict.batch import write_case
         assert r.labels.dtype.name == "uint8"
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf2onnx", "tf_keras"))
         print("HEAVY", heavy)
@@ -78,12 +78,6 @@ def test_slice_selection(tiny_bundle, small_cohort):
         predictor.predict(scan, [9])
     with pytest.raises(Exception, match="no slice lies within"):
         predictor.predict(scan, z_range=(1e4, 2e4))
-    assert parse_slices("10-12,15") == {"slices": [10, 11, 12, 15]}
-    assert parse_slices("z:-120:-90") == {"z_range": (-120.0, -90.0)}
-    assert parse_slices("all") == {}
-    for bad in ("12-10", "a", "z:1"):
-        with pytest.raises(ValueError):
-            parse_slices(bad)
 
 
 def test_tflite_backend_and_reduced_precision(tiny_bundle, small_cohort):

@@ -14,7 +14,7 @@ from click.testing import CliRunner  # noqa: E402
 
 from kerasmuscle.cli import cli  # noqa: E402
 from kerasmuscle.config import ConfigError, PreprocessConfig, TrainConfig, UNetConfig  # noqa: E402
-from kerasmuscle.train import train_run  # noqa: E402
+from kerasmuscle.training import train_run  # noqa: E402
 
 TINY = TrainConfig(
     model=UNetConfig(filters=(4, 8, 16), bottleneck=16, decoder_filters=(16, 8, 4), up_kernel=2),

@@ -1,6 +1,6 @@
 """Labelled slices in memory, and the tf.data pipeline that feeds them to the network.
 
-Slices are read and preprocessed once per case with :mod:`kerasmuscle.preprocessing` (the numpy code the
+Slices are read and preprocessed once per case with :mod:`kerasmuscle.core.preprocessing` (the numpy code the
 predictor reuses) and cached on disk as ``.npz`` keyed by the source files and the preprocessing, so later
 folds and resumed runs skip the DICOM reading. The pipeline then shuffles, augments, batches and prefetches
 them. Every random draw is stateless and keyed by ``(seed, epoch, position)``, so one seed gives the same
@@ -22,7 +22,7 @@ import numpy as np
 from kerasmuscle.config import AugmentConfig, PreprocessConfig
 from kerasmuscle.data.dataset import Case, read_case
 from kerasmuscle.fileutil import atomic_path
-from kerasmuscle.preprocessing import hu_to_normalised, prepare_labels, prepare_slices
+from kerasmuscle.core.preprocessing import hu_to_normalised, prepare_labels, prepare_slices
 
 
 @dataclass

@@ -19,7 +19,6 @@ import os
 import struct
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np

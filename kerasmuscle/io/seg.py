@@ -17,7 +17,7 @@ import numpy as np
 
 from kerasmuscle.errors import MissingExtraError, ReadError
 from kerasmuscle.io.dicom import functional_group
-from kerasmuscle.io.scan import Scan, check_axial, note, regular_spacing, slice_normal
+from kerasmuscle.io.scan import Scan, check_axial, regular_spacing, slice_normal
 from kerasmuscle.labels import CATEGORY, MUSCLE_LABELS, Label
 
 SEG_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7"}

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kerasmuscle.core.slices import explicit_indices, labelled_indices
 from kerasmuscle.errors import ReadError
 from kerasmuscle.labels import MUSCLE_LABELS
 
@@ -205,27 +206,6 @@ def _label_array(scan: Scan, labels: Any) -> np.ndarray:
     return array
 
 
-def _slice_list(slices: Iterable[int] | None, labels: np.ndarray) -> list[int]:
-    """The slice indices to measure, checked; by default the labelled slices (else every slice)."""
-    n = labels.shape[0]
-    if slices is None:
-        found = np.flatnonzero(labels.reshape(n, -1).max(axis=1, initial=0) > 0) if n else np.array([], int)
-        return [int(z) for z in (found if found.size else range(n))]
-    out: list[int] = []
-    for z in slices:
-        if isinstance(z, (bool, np.bool_)) or not isinstance(z, (int, np.integer)):
-            raise ValueError(f"slice index {z!r} is not an integer")
-        z = int(z)
-        if not 0 <= z < n:
-            raise ValueError(f"slice index {z} is out of range for a scan of {n} slices (0..{n - 1})")
-        if z in out:
-            raise ValueError(f"slice index {z} is listed twice")
-        out.append(z)
-    if not out:
-        raise ValueError("no slices to measure")
-    return out
-
-
 def _midline_for(i: int, z: int, midlines: Mapping[int, float] | Sequence[float] | np.ndarray | None,
                  hu: np.ndarray, count: int) -> float:
     """The override for slice ``z`` (the ``i``-th measured slice) when given, else the automatic midline."""
@@ -277,7 +257,7 @@ def measure_slices(
             implausible, ``midlines`` has the wrong length, or columns do not run left-right.
     """
     array = _label_array(scan, labels)
-    chosen = _slice_list(slices, array)
+    chosen = labelled_indices(array) if slices is None else explicit_indices(slices, array.shape[0])
     height = None if height_m is None else check_height(height_m)
     left_high = patient_left_is_higher_column(scan.orientation)
     locations = scan.slice_locations

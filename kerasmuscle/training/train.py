@@ -1,4 +1,5 @@
-"""Cross-validated training and evaluation of a run folder (the TensorFlow side; ``train`` extra).
+"""Cross-validated training of a run folder (the TensorFlow side; ``train`` extra; evaluation is
+:mod:`kerasmuscle.training.evaluate`).
 
 A run folder holds everything a result came from and everything needed to go on::
 
@@ -19,57 +20,24 @@ interrupted fold restarts from its last finished epoch with the same batches it 
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import functools
-import json
 import math
 import os
-import platform
-import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 
-from kerasmuscle import __version__
 from kerasmuscle.config import ConfigError, TrainConfig
-from kerasmuscle.data.dataset import Case, discover_cases, read_case
+from kerasmuscle.data.dataset import Case, discover_cases
 from kerasmuscle.data.splits import load_splits, make_splits, save_splits
-from kerasmuscle.errors import KerasMuscleError, MissingExtraError
-from kerasmuscle.fileutil import atomic_path, atomic_write_text, stderr_silenced
+from kerasmuscle.errors import KerasMuscleError
+from kerasmuscle.fileutil import atomic_path, import_keras, read_json, versions, write_json
 from kerasmuscle.labels import MUSCLE_LABELS
 
 Log = Callable[[str], None]
-
-
-def _import_keras():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # TensorFlow's C++ start-up prints absl and oneDNN notices straight to file descriptor 2, whatever
-    # TF_CPP_MIN_LOG_LEVEL says; keep them out of the one-line messages users read.
-    quiet = stderr_silenced() if "tensorflow" not in sys.modules else contextlib.nullcontext()
-    with quiet:
-        try:
-            import keras
-            import tensorflow as tf
-        except ImportError as exc:
-            raise MissingExtraError("training", "train", exc.name or "tensorflow") from None
-    return keras, tf
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise KerasMuscleError(f"{path}: unreadable ({exc})") from None
-
-
-def _write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=1, default=float) + "\n")
 
 
 def run_config(run: Path, config: TrainConfig | None) -> TrainConfig:
@@ -111,7 +79,7 @@ def run_splits(run: Path, cases: Sequence[Case], config: TrainConfig) -> tuple[d
 def _strategy(name: str):
     # One per process: TensorFlow configures collectives once, so a second MultiWorkerMirroredStrategy
     # (the next fold of an all-folds run) would fail.
-    _, tf = _import_keras()
+    _, tf = import_keras()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
@@ -129,7 +97,7 @@ def _is_chief(strategy) -> bool:
 
 def compile_model(model, config: TrainConfig) -> None:
     """Compile with the soft Dice loss, AdamW and per-class Dice metrics (names ``dice``, ``dice_<key>``)."""
-    keras, _ = _import_keras()
+    keras, _ = import_keras()
     from kerasmuscle.model import ClassDice, DiceLoss
 
     metrics = [ClassDice(num_classes=config.model.num_classes, name="dice")]
@@ -142,7 +110,7 @@ def compile_model(model, config: TrainConfig) -> None:
 
 
 def _epoch_callback_class():
-    keras, _ = _import_keras()
+    keras, _ = import_keras()
 
     class RunState(keras.callbacks.Callback):
         """Best checkpoint, last checkpoint, history.csv and state.json after every epoch, in that order,
@@ -195,7 +163,7 @@ def _epoch_callback_class():
             with atomic_path(self.fold_dir / "last.keras") as tmp:
                 self.model.save(tmp)
             write_history(self.fold_dir / "history.csv", self.history)
-            _write_json(self.fold_dir / "state.json", self.state)
+            write_json(self.fold_dir / "state.json", self.state)
 
     return RunState
 
@@ -238,11 +206,11 @@ def train_fold(run: Path, fold: int, config: TrainConfig, splits: dict[str, Any]
     Returns:
         The fold's final ``state.json`` content (best score and epoch, epochs run, seconds).
     """
-    keras, tf = _import_keras()
+    keras, tf = import_keras()
 
     fold_dir = run / f"fold_{fold}"
     fold_dir.mkdir(parents=True, exist_ok=True)
-    state = _read_json(fold_dir / "state.json") or {}
+    state = read_json(fold_dir / "state.json") or {}
     if state.get("finished") and state.get("epochs") == config.epochs:
         log(f"fold {fold}: finished earlier (best {state.get('best', math.nan):.4f} at epoch {state.get('best_epoch')})")
         return state
@@ -254,7 +222,7 @@ def train_fold(run: Path, fold: int, config: TrainConfig, splits: dict[str, Any]
     start = int(state.get("epoch", 0)) if (fold_dir / "last.keras").is_file() else 0
     if start >= config.epochs:
         state.update(finished=True, epochs=config.epochs)
-        _write_json(fold_dir / "state.json", state)
+        write_json(fold_dir / "state.json", state)
         return state
 
     previous = keras.mixed_precision.global_policy()
@@ -268,7 +236,7 @@ def train_fold(run: Path, fold: int, config: TrainConfig, splits: dict[str, Any]
 
 def _fit_fold(run: Path, fold: int, config: TrainConfig, splits: dict[str, Any], train, tune, monitor: str,
               start: int, state: dict, verbose: int, log: Log) -> dict[str, Any]:
-    keras, _ = _import_keras()
+    keras, _ = import_keras()
     from kerasmuscle.data.pipeline import make_dataset, steps_per_epoch
     from kerasmuscle.model import CUSTOM_OBJECTS, build_unet
 
@@ -311,17 +279,11 @@ def _fit_fold(run: Path, fold: int, config: TrainConfig, splits: dict[str, Any],
                  seconds=round(state.get("seconds", 0.0) + time.perf_counter() - started, 1),
                  train_slices=len(train), tune_slices=len(tune), monitor=monitor)
     if _is_chief(strategy):
-        _write_json(fold_dir / "state.json", state)
+        write_json(fold_dir / "state.json", state)
         # The last checkpoint only serves resuming; a finished fold keeps its best model.
         (fold_dir / "last.keras").unlink(missing_ok=True)
     log(f"fold {fold}: best {monitor} {state.get('best', math.nan):.4f} at epoch {state.get('best_epoch')}")
     return state
-
-
-def _versions() -> dict[str, str]:
-    keras, tf = _import_keras()
-    return {"kerasmuscle": __version__, "python": platform.python_version(), "numpy": np.__version__,
-            "tensorflow": tf.__version__, "keras": keras.__version__}
 
 
 def train_run(dataset: str | os.PathLike | None, run: str | os.PathLike, config: TrainConfig | None = None, *,
@@ -340,11 +302,11 @@ def train_run(dataset: str | os.PathLike | None, run: str | os.PathLike, config:
     Returns:
         The run's manifest.
     """
-    keras, tf = _import_keras()
+    keras, tf = import_keras()
     from kerasmuscle.data.pipeline import load_slices
 
     run = Path(run)
-    manifest = _read_json(run / "manifest.json") or {}
+    manifest = read_json(run / "manifest.json") or {}
     if dataset is None:
         if "dataset" not in manifest:
             raise KerasMuscleError(f"{run}: no dataset given and none recorded in the run")
@@ -368,9 +330,9 @@ def train_run(dataset: str | os.PathLike | None, run: str | os.PathLike, config:
     if new_splits:
         save_splits(splits, run / "splits.json")
     manifest.update(dataset=str(Path(dataset).resolve()), cases=len(cases), folds=n_folds, seed=config.seed,
-                    versions=_versions(), devices=[d.name for d in tf.config.list_logical_devices()],
+                    versions=versions("tensorflow", "keras"), devices=[d.name for d in tf.config.list_logical_devices()],
                     created=manifest.get("created") or time.strftime("%Y-%m-%dT%H:%M:%S"))
-    _write_json(run / "manifest.json", manifest)
+    write_json(run / "manifest.json", manifest)
     for k in folds:
         state = train_fold(run, k, config, splits, slices, verbose=verbose, log=log)
         fold_slices = slices.subset(splits["folds"][k]["train"] + splits["folds"][k]["tune"])
@@ -378,92 +340,10 @@ def train_run(dataset: str | os.PathLike | None, run: str | os.PathLike, config:
                                                   "train_slices", "tune_slices")}
         record["data_sha256"] = fold_slices.sha256()
         # Several fold processes may share the run: re-read, merge, write through a temporary file.
-        manifest = _read_json(run / "manifest.json") or manifest
+        manifest = read_json(run / "manifest.json") or manifest
         manifest.setdefault("fold_results", {})[str(k)] = record
-        _write_json(run / "manifest.json", manifest)
+        write_json(run / "manifest.json", manifest)
     return manifest
 
 
-def evaluate_run(run: str | os.PathLike, *, dataset: str | os.PathLike | None = None, fold: int | None = None,
-                 batch_size: int = 4, log: Log = print) -> list[dict]:
-    """Score every held-out case of a run against its labels, and write the paper's Table I and Figure 2.
-
-    For each fold with a ``model.keras``: predict the labelled slices of its ``val`` cases, resize the
-    probabilities back to the scan grid, and compute Dice, Hamming and Jaccard per class and for the
-    combined muscle, both on the raw output and after removing muscle outside -20..200 HU. Writes
-    ``fold_K/metrics.csv`` and ``fold_K/predictions/<case>.npz``, then merges every fold's metrics
-    (including folds evaluated by other processes) into ``metrics.csv``, ``table.md``, ``table.csv``
-    and ``violin.png``.
-
-    Args:
-        run: the run folder.
-        dataset: the dataset folder, if it moved since training.
-        fold: evaluate only this fold, then merge.
-        batch_size: slices per prediction batch.
-        log: where progress lines go.
-
-    Returns:
-        The merged metric rows.
-    """
-    run = Path(run)
-    if not (run / "config.json").is_file():
-        raise KerasMuscleError(f"{run}: not a run folder (no config.json); train one with kerasmuscle train")
-    keras, _ = _import_keras()
-    from kerasmuscle import evaluation
-    from kerasmuscle.model import CUSTOM_OBJECTS
-    from kerasmuscle.postprocess import threshold_hu
-    from kerasmuscle.preprocessing import prepare_slices, probabilities_to_labels
-
-    config = TrainConfig.load(run / "config.json")
-    manifest = _read_json(run / "manifest.json") or {}
-    dataset = dataset or manifest.get("dataset")
-    if not dataset:
-        raise KerasMuscleError(f"{run}: no dataset recorded; pass --dataset")
-    cases = {c.id: c for c in discover_cases(dataset)}
-    splits = load_splits(run / "splits.json", list(cases.values()))
-    folds = [fold] if fold is not None else range(len(splits["folds"]))
-    for k in folds:
-        fold_dir = run / f"fold_{k}"
-        if not (fold_dir / "model.keras").is_file():
-            if fold is not None:
-                raise KerasMuscleError(f"{fold_dir}: no model.keras; train this fold first")
-            continue
-        model = keras.models.load_model(fold_dir / "model.keras", custom_objects=CUSTOM_OBJECTS, compile=False)
-        rows = []
-        for cid in splits["folds"][k]["val"]:
-            scan, labels = read_case(cases[cid])
-            index = labels.labelled_slices()
-            x = prepare_slices(scan.hu, index, config.preprocess)
-            prob = np.concatenate([model.predict_on_batch(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
-            pred = probabilities_to_labels(prob, scan.hu.shape[1:])
-            truth = labels.array[index]
-            post = threshold_hu(pred, scan.hu[index])
-            pred_dir = fold_dir / "predictions"
-            pred_dir.mkdir(exist_ok=True)
-            with atomic_path(pred_dir / f"{cid}.npz") as tmp:
-                with open(tmp, "wb") as fh:
-                    np.savez_compressed(fh, labels=pred, postprocessed=post, slice_index=index)
-            for name, p in (("none", pred), ("hu", post)):
-                for row in evaluation.case_metrics(truth, p):
-                    rows.append({"fold": k, "case_id": cid, "patient_id": cases[cid].patient_id,
-                                 "postprocess": name, "slices": len(index), **row})
-        evaluation.write_metrics_csv(rows, fold_dir / "metrics.csv")
-        combined = [r["dice"] for r in rows if r["class"] == "combined" and r["postprocess"] == "hu"]
-        log(f"fold {k}: {len(combined)} held-out cases, combined Dice {np.nanmean(combined):.4f}")
-    merged = []
-    for k in range(len(splits["folds"])):
-        path = run / f"fold_{k}" / "metrics.csv"
-        if path.is_file():
-            merged += evaluation.read_metrics_csv(path)
-    if not merged:
-        raise KerasMuscleError(f"{run}: no fold has a model to evaluate; train first")
-    evaluation.write_metrics_csv(merged, run / "metrics.csv")
-    evaluation.write_tables(merged, run)
-    n_folds = len({r["fold"] for r in merged})
-    evaluation.violin_plot(merged, run / "violin.png",
-                           title=f"{len({r['case_id'] for r in merged})} held-out cases, {n_folds} fold{'s' * (n_folds != 1)}, "
-                                 "with the -20..200 HU post-processing")
-    return merged
-
-
-__all__ = ["compile_model", "evaluate_run", "run_config", "run_splits", "train_fold", "train_run"]
+__all__ = ["compile_model", "run_config", "run_splits", "train_fold", "train_run"]

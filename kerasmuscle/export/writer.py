@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -31,10 +30,9 @@ from kerasmuscle import __version__
 from kerasmuscle import bundle as _bundle
 from kerasmuscle.config import TrainConfig
 from kerasmuscle.errors import KerasMuscleError, MissingExtraError
-from kerasmuscle.fileutil import atomic_path, stderr_silenced
+from kerasmuscle.core.postprocess import MUSCLE_HU
+from kerasmuscle.fileutil import atomic_path, read_json, stderr_silenced, versions
 from kerasmuscle.labels import LABELS, MUSCLE_LABELS
-from kerasmuscle.postprocess import MUSCLE_HU
-from kerasmuscle.train import _read_json
 
 Log = Callable[[str], None]
 
@@ -89,7 +87,7 @@ def resolve_source(source: str | os.PathLike, fold: str | int = "best") -> list[
     if not (source / "config.json").is_file():
         raise ExportError(f"{source}: not a run folder (no config.json) and no model.keras in it")
     run = source
-    manifest = _read_json(run / "manifest.json") or {}
+    manifest = read_json(run / "manifest.json") or {}
     trained = sorted(int(k) for k in manifest.get("fold_results", {}) if (run / f"fold_{k}" / "model.keras").is_file())
     if not trained:
         trained = sorted(int(p.name[5:]) for p in run.glob("fold_*") if p.name[5:].isdigit()
@@ -120,7 +118,7 @@ def _entry(model: Path, run: Path, fold: int | None) -> dict[str, Any]:
         config = TrainConfig.load(run / "config.json")
     except Exception as exc:
         raise ExportError(f"{run / 'config.json'}: cannot read the run's settings ({exc})") from None
-    return {"model": model, "run": run, "fold": fold, "config": config, "manifest": _read_json(run / "manifest.json") or {}}
+    return {"model": model, "run": run, "fold": fold, "config": config, "manifest": read_json(run / "manifest.json") or {}}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -171,7 +169,7 @@ def _spread(images: np.ndarray, n: int) -> np.ndarray:
 
 def random_inputs(n: int, size: int, channels: int, seed: int = 0) -> np.ndarray:
     """Smooth random images in -1..1 (blobs of low-frequency noise), for parity when no slices are at hand."""
-    from kerasmuscle.preprocessing import resize_image
+    from kerasmuscle.core.preprocessing import resize_image
 
     rng = np.random.default_rng(seed)
     coarse = rng.uniform(-1, 1, (n, channels, max(2, size // 8), max(2, size // 8))).astype(np.float32)
@@ -198,9 +196,9 @@ def _input_spec(config: TrainConfig):
 
 
 def _keras():
-    from kerasmuscle.train import _import_keras
+    from kerasmuscle.fileutil import import_keras
 
-    return _import_keras()
+    return import_keras()
 
 
 def write_savedmodel(model, config: TrainConfig, path: Path) -> None:
@@ -393,7 +391,7 @@ def label_agreement(reference: np.ndarray, other: np.ndarray) -> dict[str, float
         muscle key -> Dice (None where neither map has that muscle), plus ``"min"``: the smallest Dice
         (None when no muscle occurs at all).
     """
-    from kerasmuscle.evaluation import overlap_metrics
+    from kerasmuscle.core.metrics import overlap_metrics
 
     out: dict[str, float | None] = {}
     for lab in MUSCLE_LABELS:
@@ -416,23 +414,6 @@ def _time(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, repeats: int =
 
 # --------------------------------------------------------------------------------------------------
 # the bundle
-
-
-def _versions() -> dict[str, str | None]:
-    from importlib import metadata
-
-    def version(*dists: str) -> str | None:
-        for dist in dists:
-            try:
-                return metadata.version(dist)
-            except metadata.PackageNotFoundError:
-                continue
-        return None
-
-    return {"kerasmuscle": __version__, "python": platform.python_version(), "numpy": np.__version__,
-            "tensorflow": version("tensorflow-cpu", "tensorflow"), "keras": version("keras"),
-            "tf2onnx": version("tf2onnx"), "onnx": version("onnx"), "onnxruntime": version("onnxruntime"),
-            "ai-edge-litert": version("ai-edge-litert")}
 
 
 def base_metadata(entry: dict[str, Any], name: str, params: int) -> dict[str, Any]:
@@ -472,7 +453,7 @@ def base_metadata(entry: dict[str, Any], name: str, params: int) -> dict[str, An
                    "tuning_score": result.get("best"), "monitor": result.get("monitor"),
                    "best_epoch": result.get("best_epoch"), "dataset": manifest.get("dataset")},
         "training_data_sha256": result.get("data_sha256"),
-        "versions": _versions(),
+        "versions": versions("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert"),
     }
 
 
@@ -534,7 +515,7 @@ def export_bundle(source: str | os.PathLike, out: str | os.PathLike, *, formats:
 
 def _build(model, entry, folder: Path, scratch: Path, formats, samples, meta, reduced, tolerance, min_agreement,
            log: Log) -> dict[str, Any]:
-    from kerasmuscle.predict import load_model
+    from kerasmuscle.predict.runtimes import load_model
 
     _, tf = _keras()
     config: TrainConfig = entry["config"]
@@ -620,7 +601,7 @@ def _float32_noise(model, inputs: dict[int, np.ndarray]) -> str:
 
 def _reduced(key: str, backend: str, fp32: Callable[[np.ndarray], np.ndarray], saved_model: Path, folder: Path, scratch: Path, samples: dict[str, Any], min_agreement: float, log: Log) -> dict[str, Any]:
     """Make one reduced-precision variant, measure it against float32, and move it into the bundle if it agrees."""
-    from kerasmuscle.predict import load_model
+    from kerasmuscle.predict.runtimes import load_model
 
     rel = _bundle.ARTIFACTS[key]
     held, calib = samples["heldout"], samples["calibration"]

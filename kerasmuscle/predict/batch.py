@@ -13,7 +13,6 @@ import csv
 import io
 import json
 import os
-import platform
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -23,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from kerasmuscle import __version__
 from kerasmuscle.errors import KerasMuscleError, MissingExtraError, ReadError
-from kerasmuscle.fileutil import atomic_path, atomic_write_text
+from kerasmuscle.core.slices import SliceSelection
+from kerasmuscle.fileutil import atomic_path, atomic_write_text, versions
 
 #: Output formats: label map as NIfTI or NPZ, DICOM SEG, PNG overlay, CSV and JSON measurements.
 OUTPUT_FORMATS = ("nifti", "npz", "seg", "png", "csv", "json")
@@ -48,38 +47,6 @@ class BatchResult:
 
 # --------------------------------------------------------------------------------------------------
 # options
-
-
-def parse_slices(text: str | None) -> dict[str, Any]:
-    """Parse a slice selection: ``all``, ``12``, ``10-14``, ``10,12,20-22`` (indices, 0-based) or
-    ``z:-120:-90`` (slice locations in mm along the slice normal).
-
-    Returns:
-        Keyword arguments for :meth:`~kerasmuscle.predict.Predictor.predict` (``slices`` or ``z_range``).
-
-    Raises:
-        ValueError: the text is none of these forms.
-    """
-    if text is None or text.strip().lower() in ("", "all"):
-        return {}
-    text = text.strip()
-    if text.lower().startswith("z:"):
-        parts = text[2:].split(":")
-        try:
-            lo, hi = (float(p) for p in parts)
-        except ValueError:
-            raise ValueError(f"slice range {text!r}: write z:LOW:HIGH in mm, for example z:-120:-90") from None
-        return {"z_range": (lo, hi)}
-    index: list[int] = []
-    for part in text.split(","):
-        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if not m:
-            raise ValueError(f"slices {text!r}: write all, 12, 10-14, 10,12,20-22 or z:LOW:HIGH")
-        a, b = int(m.group(1)), int(m.group(2) or m.group(1))
-        if b < a:
-            raise ValueError(f"slices {part.strip()!r}: the range runs backwards")
-        index += range(a, b + 1)
-    return {"slices": index}
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -187,13 +154,6 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _versions() -> dict[str, str]:
-    import onnxruntime
-
-    return {"kerasmuscle": __version__, "python": platform.python_version(), "numpy": np.__version__,
-            "onnxruntime": onnxruntime.__version__}
-
-
 def case_record(name: str, source: str, prediction, case_row: dict[str, Any], slice_rows: list[dict[str, Any]],
                 height: tuple[float | None, str], predictor) -> dict[str, Any]:
     """The JSON record of one case: provenance, settings, the case measurements and every slice's."""
@@ -215,7 +175,7 @@ def case_record(name: str, source: str, prediction, case_row: dict[str, Any], sl
         "slice_locations_mm": scan.slice_locations[prediction.slices].tolist(),
         "measurements": case_row,
         "slices": slice_rows,
-        "versions": _versions(),
+        "versions": versions("onnxruntime"),
     })
 
 
@@ -242,7 +202,7 @@ def qc_picture(prediction, slice_rows: list[dict[str, Any]], max_tiles: int = 6)
 def write_case(folder: Path, name: str, source: str, prediction, predictor, formats: Sequence[str],
                height: tuple[float | None, str]) -> dict[str, Any]:
     """Measure one prediction and write its outputs into ``folder`` (which must be new and empty)."""
-    from kerasmuscle.measure import columns, measure_case
+    from kerasmuscle.core.measure import columns, measure_case
 
     scan = prediction.scan
     slice_rows, case_row = measure_case(scan, prediction.labels, [int(i) for i in prediction.slices],
@@ -292,7 +252,7 @@ SUMMARY_EXTRA = ("case", "input", "bundle", "model_sha256", "backend", "precisio
 
 def write_summaries(out: Path) -> int:
     """Rebuild ``measurements.csv`` and ``slices.csv`` in ``out`` from every finished case; returns the count."""
-    from kerasmuscle.measure import columns
+    from kerasmuscle.core.measure import columns
 
     records = []
     for path in sorted(out.glob(f"*/{CASE_FILE}")):
@@ -338,9 +298,9 @@ def predict_batch(inputs: Sequence[str | os.PathLike], model: str | os.PathLike,
         inputs: scans: DICOM series folders, DICOM files, NIfTI or NPZ files.
         model: the bundle folder.
         out: the output folder (never inside an input folder).
-        slices: which slices, as :func:`parse_slices` reads them (default: all).
+        slices: which slices: a :class:`~kerasmuscle.core.slices.SliceSelection` or its text (default: all).
         height: the patient height in metres for every input (for the skeletal muscle index).
-        heights: a CSV of heights per case (see :func:`kerasmuscle.measure.read_heights`); looked up by case
+        heights: a CSV of heights per case (see :func:`kerasmuscle.core.measure.read_heights`); looked up by case
             name, input name and DICOM PatientID. DICOM PatientSize is used when neither gives one.
         formats: outputs, from :data:`OUTPUT_FORMATS` (default :data:`DEFAULT_FORMATS`; ``seg`` applies to
             DICOM inputs only).
@@ -357,10 +317,10 @@ def predict_batch(inputs: Sequence[str | os.PathLike], model: str | os.PathLike,
         BundleError: the bundle cannot be used (missing, altered).
         KerasMuscleError / ValueError: bad options, or ``out`` inside an input folder.
     """
-    from kerasmuscle.measure import check_height, read_heights, resolve_height
-    from kerasmuscle.predict import Predictor
+    from kerasmuscle.core.measure import check_height, read_heights, resolve_height
+    from kerasmuscle.predict.predictor import Predictor
 
-    selection = parse_slices(slices)
+    selection = slices if isinstance(slices, SliceSelection) else SliceSelection.parse(slices)
     chosen_formats = parse_formats(formats)
     part = parse_shard(shard)
     if height is not None:
@@ -394,7 +354,7 @@ def predict_batch(inputs: Sequence[str | os.PathLike], model: str | os.PathLike,
             continue
         started = time.perf_counter()
         try:
-            prediction = predictor.predict(source, postprocess=postprocess, **selection)
+            prediction = predictor.predict(source, selection, postprocess=postprocess)
             keys = [name, case_name(source)]
             if prediction.scan.dicom is not None and prediction.scan.dicom.tags.get("patient_id"):
                 keys.append(prediction.scan.dicom.tags["patient_id"])
@@ -417,5 +377,5 @@ def predict_batch(inputs: Sequence[str | os.PathLike], model: str | os.PathLike,
     return result
 
 
-__all__ = ["BatchResult", "OUTPUT_FORMATS", "case_names", "parse_formats", "parse_shard", "parse_slices",
+__all__ = ["BatchResult", "OUTPUT_FORMATS", "case_names", "parse_formats", "parse_shard",
            "predict_batch", "write_case", "write_summaries"]
