@@ -24,6 +24,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -99,8 +100,7 @@ def build_bundle(workdir: Path, preset: str, size: int) -> tuple[Path, Path, obj
     write_tflite(workdir / "saved_model", out / "model.tflite")
     write_tflite(workdir / "saved_model", out / "model_fp16.tflite", float16=True)
     write_tflite(workdir / "saved_model", out / "model_int8.tflite", int8_calibration=calib)
-    meta.update(files=files, parity={}, reduced_precision={}, checked_on="bench: not checked")
-    bundle.write_metadata(out, meta)
+    bundle.write_metadata(out, dataclasses.replace(meta, files=files, checked_on="bench: not checked"))
     bundle.write_checksums(out)
     return out, cohort, model
 

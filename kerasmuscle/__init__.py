@@ -25,6 +25,7 @@ _LAZY = {
     "measure_case": "kerasmuscle.core.measure",
     "Predictor": "kerasmuscle.predict",
     "predict_batch": "kerasmuscle.predict",
+    "PredictConfig": "kerasmuscle.predict",
     "write_cohort": "kerasmuscle.synth.cohort",
     "train_run": "kerasmuscle.training",
     "evaluate_run": "kerasmuscle.training",

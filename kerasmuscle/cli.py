@@ -158,12 +158,12 @@ def inspect(path: Path, labels_path: Path | None, series: str | None, force: boo
     else:
         _print_scan(summary)
     if png:
-        from kerasmuscle.report import contact_sheet, overlay, save_png, window
+        from kerasmuscle.report import body_tiles, contact_sheet, save_png
 
         labelled = labels.labelled_slices() if labels is not None else []
         k = int(labelled[len(labelled) // 2]) if len(labelled) else len(scan.hu) // 2
-        grey = window(scan.hu[k])
-        tiles = [overlay(grey)] + ([overlay(grey, labels.array[k])] if labels is not None else [])
+        plain, coloured, _ = body_tiles(scan.hu[k], labels.array[k] if labels is not None else None)
+        tiles = [plain] + ([coloured] if coloured is not None else [])
         save_png(png, contact_sheet(tiles, columns=len(tiles)))
         click.echo(f"picture of slice {k}: {png}")
 
@@ -175,22 +175,16 @@ def _refuse_existing(path: Path | None, overwrite: bool) -> None:
 
 
 def _label_summary(labels, scan) -> dict[str, Any]:
-    import numpy as np
-
+    from kerasmuscle.core.measure import label_areas
     from kerasmuscle.labels import LABELS
 
-    area = scan.pixel_area_mm2 / 100.0
-    values, counts = np.unique(labels.array, return_counts=True)
     names = {lab.id: lab.name for lab in LABELS}
     names.update(labels.names)
-    labelled = labels.labelled_slices()
-    per = max(len(labelled), 1)
     return {
         "source": labels.source,
-        "labelled_slices": [int(k) for k in labelled],
+        "labelled_slices": [int(k) for k in labels.labelled_slices()],
         "mean_area_cm2_per_labelled_slice": {
-            f"{int(v)} {names.get(int(v), '?')}": round(float(c) * area / per, 2)
-            for v, c in zip(values, counts) if v != 0
+            f"{v} {names.get(v, '?')}": round(cm2, 2) for v, cm2 in label_areas(labels, scan).items()
         },
     }
 
@@ -231,6 +225,7 @@ def _print_scan(s: dict[str, Any]) -> None:
 def _inspect_dataset(folder: Path, png: Path | None, as_json: bool) -> None:
     import numpy as np
 
+    from kerasmuscle.core.measure import label_areas
     from kerasmuscle.data import load_dataset
     from kerasmuscle.io import read_labels, read_scan
     from kerasmuscle.labels import MUSCLE_LABELS
@@ -244,17 +239,13 @@ def _inspect_dataset(folder: Path, png: Path | None, as_json: bool) -> None:
             seg_agrees = None
             if case.seg is not None and labels is not None:
                 seg_agrees = bool(np.array_equal(read_labels(case.seg, like=scan).array, labels.array))
-            area = scan.pixel_area_mm2 / 100.0
-            k = len(scan.hu) // 2
+            areas = None if labels is None else label_areas(labels, scan, [len(scan.hu) // 2])
             row = {
                 "id": case.id, "patient_id": case.patient_id, "slices": scan.shape[0],
                 "pixel_mm": round(scan.spacing[1], 3), "hu_min": float(scan.hu.min()), "hu_max": float(scan.hu.max()),
                 "height_m": case.height_m or scan.height_m,
-                "muscle_cm2_middle_slice": None if labels is None else
-                round(float(np.count_nonzero(labels.array[k])) * area, 1),
-                **({} if labels is None else {
-                    lab.key: round(float(np.count_nonzero(labels.array[k] == lab.id)) * area, 1)
-                    for lab in MUSCLE_LABELS}),
+                "muscle_cm2_middle_slice": None if areas is None else round(sum(areas.values()), 1),
+                **({} if areas is None else {lab.key: round(areas.get(lab.id, 0.0), 1) for lab in MUSCLE_LABELS}),
                 "seg_matches_labels": seg_agrees, "warnings": len(scan.warnings),
             }
             rows.append(row)
@@ -284,17 +275,17 @@ def _dataset_preview(folder: Path, png: Path, count: int = 6) -> None:
     """Middle slices of the first cases: the CT on top, the same with label colours below."""
     from kerasmuscle.data import load_dataset
     from kerasmuscle.io import read_labels, read_scan
-    from kerasmuscle.report import contact_sheet, overlay, save_png, window
+    from kerasmuscle.report import body_tiles, contact_sheet, save_png
 
     cases = load_dataset(folder)[:count]
     plain, coloured, titles = [], [], []
     for case in cases:
         scan = read_scan(case.image)
         k = len(scan.hu) // 2
-        grey = window(scan.hu[k])
-        plain.append(overlay(grey))
         labels = read_labels(case.labels, like=scan).array[k] if case.labels else None
-        coloured.append(overlay(grey, labels))
+        tile, tinted, _ = body_tiles(scan.hu[k], labels)
+        plain.append(tile)
+        coloured.append(tile if tinted is None else tinted)
         facts = [str(case.meta[k]) for k in ("sex", "age_years", "contrast_phase") if case.meta.get(k) is not None]
         titles.append(" ".join([case.id, *facts]))
     sheet = contact_sheet(plain + coloured, columns=len(cases), titles=titles + [""] * len(cases), tile_size=320)
@@ -303,6 +294,8 @@ def _dataset_preview(folder: Path, png: Path, count: int = 6) -> None:
 
 # --------------------------------------------------------------------------------------------------
 # train, evaluate
+
+from kerasmuscle.config import PRESETS  # noqa: E402  (cheap: config imports nothing heavy)
 
 
 @cli.command()
@@ -313,7 +306,7 @@ def _dataset_preview(folder: Path, png: Path, count: int = 6) -> None:
 @click.option("--fold", type=click.IntRange(0), help="Train only fold K (run folds as parallel processes).")
 @click.option("--epochs", type=click.IntRange(1), help="Maximum epochs per fold [default: 100].")
 @click.option("--image-size", type=click.IntRange(16), help="Network input rows and columns, a multiple of 16 [default: 512].")
-@click.option("--preset", type=click.Choice(["paper", "classic"]), help="U-Net architecture [default: paper].")
+@click.option("--preset", type=click.Choice(list(PRESETS)), help="U-Net architecture [default: paper].")
 @click.option("--channels", type=click.Choice(["1", "3"]), help="Input slices per sample: 1, or 3 adjacent [default: 1].")
 @click.option("--batch-size", type=click.IntRange(1), help="Slices per step, over all replicas [default: 8].")
 @click.option("--seed", type=int, help="Seed for folds, weights, shuffling and augmentation [default: 0].")
@@ -321,11 +314,14 @@ def _dataset_preview(folder: Path, png: Path, count: int = 6) -> None:
               help="tf.distribute strategy: several GPUs (mirrored) or hosts (multiworker, reads TF_CONFIG).")
 @click.option("--mixed-precision/--no-mixed-precision", default=None,
               help="float16 on GPUs, bfloat16 on CPUs; the output layer stays float32 [default: off].")
+@click.option("--threads", type=click.IntRange(1),
+              help="TensorFlow intra-op threads; the same seed and thread count give the same weights "
+                   "[default: every core].")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A TrainConfig JSON file (for example another run's config.json); options override it.")
 def train(dataset: Path, run: Path, folds: int | None, fold: int | None, epochs: int | None, image_size: int | None,
           preset: str | None, channels: str | None, batch_size: int | None, seed: int | None, strategy: str | None,
-          mixed_precision: bool | None, config_path: Path | None) -> None:
+          mixed_precision: bool | None, threads: int | None, config_path: Path | None) -> None:
     """Cross-validate the paper's U-Net on a labelled dataset: soft Dice loss, AdamW at 1e-2,
     ReduceLROnPlateau, early stopping, best checkpoints.
 
@@ -336,24 +332,15 @@ def train(dataset: Path, run: Path, folds: int | None, fold: int | None, epochs:
 
         kerasmuscle train cohort --out runs/cv --folds 10 --epochs 60 --image-size 256
     """
-    from kerasmuscle.config import TrainConfig, UNetConfig
+    from kerasmuscle.config import ConfigError
     from kerasmuscle.training import train_run
+    from kerasmuscle.training.train import resolve_config
 
-    stored = run / "config.json"
-    base = TrainConfig.load(config_path) if config_path else (TrainConfig.load(stored) if stored.is_file() else TrainConfig())
-    changes: dict[str, Any] = {k: v for k, v in (("folds", folds), ("epochs", epochs), ("batch_size", batch_size),
-                                                 ("seed", seed), ("strategy", strategy),
-                                                 ("mixed_precision", mixed_precision)) if v is not None}
-    model = base.model
-    if preset:
-        model = UNetConfig.preset(preset, input_channels=model.input_channels)
-    if channels:
-        model = model.replace(input_channels=int(channels))
-    preprocess = base.preprocess.replace(channels=model.input_channels,
-                                         **({"image_size": image_size} if image_size else {}))
     try:
-        config = base.replace(model=model, preprocess=preprocess, **changes)
-    except ValueError as exc:
+        config = resolve_config(run, config_path, preset=preset, channels=int(channels) if channels else None,
+                                image_size=image_size, folds=folds, epochs=epochs, batch_size=batch_size, seed=seed,
+                                strategy=strategy, mixed_precision=mixed_precision, threads=threads)
+    except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     verbose = 1 if sys.stdout.isatty() else 2
     manifest = train_run(dataset, run, config, fold=fold, verbose=verbose, log=click.echo)
@@ -424,10 +411,15 @@ def export(source: Path, out: Path, onnx: bool, tflite: bool, savedmodel: bool, 
     metas = export_bundle(source, out, formats=chosen, fold=fold if not fold.isdigit() else int(fold), dataset=dataset,
                           reduced=reduced, tolerance=tolerance, overwrite=overwrite, log=click.echo)
     for meta in metas:
-        worst = max((max(p["batch_1_max_abs"], p["batch_3_max_abs"]) for p in meta["parity"].values()), default=0.0)
-        click.echo(f"{meta['name']}: fold {meta['source']['fold']}, files {', '.join(meta['files'].values())}; "
+        worst = max((p.worst for p in meta.parity.values()), default=0.0)
+        click.echo(f"{meta.name}: fold {meta.source.fold}, files {', '.join(meta.files.values())}; "
                    f"largest difference from Keras {worst:.2e}")
+        for key, why in meta.left_out.items():
+            click.echo(f"{meta.name}: no {key} model: {why}")
     click.echo(f"next: kerasmuscle predict SCAN --model {out if len(metas) == 1 else out / 'fold_0'} --out results")
+
+
+from kerasmuscle.predict.outputs import format_help as _format_help  # noqa: E402  (cheap: the output registry)
 
 
 @cli.command()
@@ -441,11 +433,11 @@ def export(source: Path, out: Path, onnx: bool, tflite: bool, savedmodel: bool, 
 @click.option("--height", type=float, help="Patient height in metres, for the skeletal muscle index (all inputs).")
 @click.option("--heights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="CSV with case_id (or patient_id or name) and height_m (or height_cm) per case.")
-@click.option("--format", "formats", help="Comma-separated outputs from nifti, npz, seg, png, csv, json "
-                                          "[default: nifti,seg,png,csv,json; seg for DICOM inputs].")
+@click.option("--format", "formats", help=_format_help())
 @click.option("--shard", help="i/n: this process takes every n-th input starting at the i-th (1-based).")
-@click.option("--overwrite", is_flag=True, help="Redo inputs whose outputs exist (default: skip them, so a "
-                                                "killed batch resumes).")
+@click.option("--overwrite", is_flag=True, help="Redo inputs whose outputs exist (default: skip those finished "
+                                                "with the same model and settings, so a killed batch resumes, and "
+                                                "refuse those finished with other settings).")
 @click.option("--backend", type=click.Choice(["onnx", "tflite"]), default="onnx", show_default=True)
 @click.option("--precision", type=click.Choice(["float32", "int8", "float16", "fastest"]), default="float32",
               show_default=True, help="int8 (onnx) or float16 (tflite) when the bundle ships it; fastest picks it.")
@@ -458,58 +450,77 @@ def predict(inputs: tuple[Path, ...], bundle: Path, out: Path, slices: str | Non
     """Segment and measure the five muscle groups on CT: label maps, DICOM SEG, overlays, and area (cm2),
     mean HU and skeletal muscle index per muscle and side. Runs with ONNX Runtime, without TensorFlow.
 
-    INPUTS are DICOM series folders, DICOM files, NIfTI or NPZ files. A bad input is reported and skipped;
-    the exit code is 1 if any input failed. Running the command again skips finished inputs.
+    INPUTS are DICOM series folders, DICOM files, NIfTI or NPZ files. A bad input is reported and skipped.
+    Running the command again skips inputs finished with the same model and settings and refuses those
+    finished with other settings (--overwrite redoes them). Exit code 0: every input finished; 1: an input
+    failed or was refused; 2: bad options; 130: interrupted (run it again to resume).
 
     Example:
 
         kerasmuscle predict scans/* --model exports/l3 --out results --slices z:-140:-120 --height 1.72
     """
-    from contextlib import nullcontext
+    from contextlib import ExitStack
 
-    from kerasmuscle.predict.batch import parse_shard, predict_batch
+    from kerasmuscle.predict import PredictConfig
+    from kerasmuscle.core.slices import SliceSelection
+    from kerasmuscle.predict.batch import CaseEvent, parse_shard, predict_batch
+    from kerasmuscle.predict.outputs import parse_formats
 
     try:
-        part = parse_shard(shard)
+        config = PredictConfig(slices=SliceSelection.parse(slices), height=height, heights=heights,
+                               formats=parse_formats(formats), shard=parse_shard(shard), overwrite=overwrite,
+                               backend=backend, precision=precision, threads=threads, hu_range=hu_range,
+                               postprocess=not no_postprocess)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    total = len(inputs[part[0] - 1::part[1]]) if part else len(inputs)
-    # A progress bar on a terminal; one line per input in logs and pipes.
-    bar = click.progressbar(length=total, label="predicting", show_pos=True, show_eta=True,
-                            item_show_func=lambda name: name or "") if sys.stdout.isatty() else None
-    counter = {"n": 0}
+    bars, state = ExitStack(), {}  # a progress bar on a terminal; one line per input in logs and pipes
+    words = {"done": "done", "skipped": "finished earlier, skipped", "refused": "", "failed": "FAILED: "}
 
-    def progress(name: str, status: str) -> None:
-        counter["n"] += 1
-        if bar is not None:
-            if status not in ("done", "skipped"):
-                click.echo(f"\n{name}: FAILED: {status}", err=True)
-            bar.update(1, name)
-        elif status in ("done", "skipped"):
-            click.echo(f"[{counter['n']}/{total}] {name}: {status if status == 'done' else 'finished earlier, skipped'}")
-        else:
-            click.echo(f"[{counter['n']}/{total}] {name}: FAILED: {status}")
+    def progress(event: CaseEvent) -> None:
+        line = words[event.status] + event.message
+        line = f"done ({event.message})" if event.status == "done" and event.message else line
+        if not sys.stdout.isatty():
+            click.echo(f"[{event.number}/{event.total}] {event.case}: {line}")
+            return
+        if "bar" not in state:
+            state["bar"] = bars.enter_context(click.progressbar(length=event.total, label="predicting", show_pos=True,
+                                                                show_eta=True, item_show_func=lambda n: n or ""))
+        if event.message:
+            click.echo(f"\n{event.case}: {line}", err=True)
+        state["bar"].update(1, event.case)
 
-    with bar if bar is not None else nullcontext():
-        try:
-            result = predict_batch([os.fspath(p) for p in inputs], bundle, out, slices=slices, height=height,
-                                   heights=heights, formats=formats, shard=shard, overwrite=overwrite,
-                                   backend=backend, precision=precision, threads=threads, hu_range=hu_range,
-                                   postprocess=not no_postprocess, progress=progress)
-        except ValueError as exc:
-            if isinstance(exc, KerasMuscleError):
-                raise
-            raise click.UsageError(str(exc)) from None
-    click.echo(f"{out}: {len(result.done)} done, {len(result.skipped)} finished earlier, {len(result.failed)} failed; "
-               f"measurements in {out / 'measurements.csv'} and {out / 'slices.csv'}")
-    if result.failed:
-        for _, message in result.failed:
-            click.echo(f"failed: {message}", err=True)
+    try:
+        with bars:
+            result = predict_batch([os.fspath(p) for p in inputs], bundle, out, config, progress=progress)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: finished cases are kept in {out}; run the same command again to resume", err=True)
+        raise SystemExit(130) from None
+    except ValueError as exc:
+        if isinstance(exc, KerasMuscleError):
+            raise
+        raise click.UsageError(str(exc)) from None
+    refused = f", {len(result.refused)} finished earlier with other settings" if result.refused else ""
+    tables = (f"measurements in {result.tables[0]} and {result.tables[1]}" if result.tables
+              else "no case is finished, so no measurement tables")
+    click.echo(f"{out}: {len(result.done)} done, {len(result.skipped)} finished earlier{refused}, "
+               f"{len(result.failed)} failed; {tables}")
+    for source in result.repeated:
+        click.echo(f"note: {source} was given more than once; predicted once")
+    if result.no_height:
+        click.echo(f"note: {len(result.no_height)} case(s) without a height in {heights}, so no SMI: "
+                   f"{', '.join(result.no_height)}")
+    for _, message in result.refused:
+        click.echo(f"refused: {message}", err=True)
+    for _, message in result.failed:
+        click.echo(f"failed: {message}", err=True)
+    if result.failed or result.refused:
         raise SystemExit(1)
 
 
 # --------------------------------------------------------------------------------------------------
 # demo
+
+from kerasmuscle.demo import DEMO  # noqa: E402  (cheap: a dataclass; the demo imports its steps when run)
 
 
 @cli.command()
@@ -517,13 +528,16 @@ def predict(inputs: tuple[Path, ...], bundle: Path, out: Path, slices: str | Non
               help="The demo folder; running again resumes and reuses what is finished.")
 @click.option("--dicom", type=click.Path(exists=True, path_type=Path),
               help="Also segment and measure this real CT (a DICOM series folder, DICOM file, NIfTI or NPZ).")
-@click.option("--cases", default=36, show_default=True, type=click.IntRange(6), help="Synthetic cases.")
-@click.option("--image-size", default=96, show_default=True, type=click.IntRange(32),
+@click.option("--cases", default=DEMO.cases, show_default=True, type=click.IntRange(6), help="Synthetic cases.")
+@click.option("--image-size", default=DEMO.image_size, show_default=True, type=click.IntRange(32),
               help="Network input size (a multiple of 16).")
-@click.option("--folds", default=3, show_default=True, type=click.IntRange(2), help="Cross-validation folds.")
-@click.option("--epochs", default=28, show_default=True, type=click.IntRange(1), help="Epochs per fold.")
-@click.option("--preset", default="paper", show_default=True, type=click.Choice(["paper", "classic"]))
-def demo(out: Path, dicom: Path | None, cases: int, image_size: int, folds: int, epochs: int, preset: str) -> None:
+@click.option("--folds", default=DEMO.folds, show_default=True, type=click.IntRange(2), help="Cross-validation folds.")
+@click.option("--epochs", default=DEMO.epochs, show_default=True, type=click.IntRange(1), help="Epochs per fold.")
+@click.option("--preset", default=DEMO.preset, show_default=True, type=click.Choice(list(PRESETS)))
+@click.option("--threads", default=DEMO.threads, show_default=True, type=click.IntRange(1),
+              help="TensorFlow threads; the README's Dice holds for this count (more cores: faster, other weights).")
+def demo(out: Path, dicom: Path | None, cases: int, image_size: int, folds: int, epochs: int, preset: str,
+         threads: int) -> None:
     """The main job on built-in defaults: make a synthetic cohort, cross-validate the paper's U-Net, write
     Table I and the violin plot, export the bundle, and segment and measure held-out cases (and --dicom)
     with the light predictor. About 13 minutes on 2 CPU cores.
@@ -536,8 +550,9 @@ def demo(out: Path, dicom: Path | None, cases: int, image_size: int, folds: int,
 
     if image_size % 16:
         raise click.BadParameter(f"{image_size} is not a multiple of 16", param_hint="--image-size")
-    summary = run_demo(out, dicom=dicom, cases=cases, image_size=image_size, folds=folds, epochs=epochs,
-                       preset=preset, log=click.echo)
+    config = DEMO.replace(cases=cases, image_size=image_size, folds=folds, epochs=epochs, preset=preset,
+                          threads=threads)
+    summary = run_demo(out, config, dicom=dicom, log=click.echo)
     click.echo(describe(summary))
     if summary["failed"]:
         raise SystemExit(1)
@@ -556,30 +571,25 @@ def info() -> None:
         kerasmuscle info
     """
     import platform
-    from importlib import metadata
 
-    def version(dist: str) -> str | None:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
+    from kerasmuscle.fileutil import package_version
 
     click.echo(f"kerasmuscle {__version__} (Python {platform.python_version()}, {platform.system()} "
                f"{platform.machine()}, {os.cpu_count()} CPU cores)")
     groups = {
         "required": ["numpy", "pydicom", "nibabel", "click", "onnxruntime", "pillow"],
         "dicom": ["highdicom", "pylibjpeg", "pylibjpeg-openjpeg", "pylibjpeg-libjpeg", "pyjpegls"],
-        "train": ["tensorflow-cpu|tensorflow", "keras"],
+        "train": ["tensorflow", "keras"],
         "export": ["tf2onnx", "onnx", "ai-edge-litert"],
     }
     for group, dists in groups.items():
         parts, missing = [], []
-        for spec in dists:
-            found = next(((d, v) for d in spec.split("|") if (v := version(d))), None)
+        for dist in dists:
+            found = package_version(dist)
             if found:
-                parts.append(f"{found[0]} {found[1]}")
+                parts.append(f"{dist} {found}")
             else:
-                missing.append(spec.split("|")[0])
+                missing.append(dist)
         status = ", ".join(parts) if parts else "none"
         if missing:
             hint = f"  (missing: {', '.join(missing)}" + (

@@ -209,7 +209,15 @@ class SynthConfig(Config):
             raise ValueError(f"contrast_phases must be a non-empty subset of {CONTRAST_PHASES}, got {self.contrast_phases}")
 
 
-PRESETS = ("paper", "classic")
+#: Named U-Net architectures: name -> the :class:`UNetConfig` fields that differ from its defaults (the
+#: ``paper`` reading). :meth:`UNetConfig.preset` and the CLI's ``--preset`` choices read this table; a new
+#: preset is one entry here.
+PRESETS: dict[str, dict[str, Any]] = {
+    # 12,943,494 learnable parameters (three input slices), the paper's 12.9 M.
+    "paper": {},
+    # The usual mirror decoder: 7,766,150 parameters, half the FLOPs.
+    "classic": {"decoder_filters": (256, 128, 64, 32), "up_kernel": 2},
+}
 
 
 @dataclass(frozen=True)
@@ -262,7 +270,7 @@ class UNetConfig(Config):
         """Return a named architecture, optionally with some fields changed.
 
         Args:
-            name: ``"paper"``: encoder 32/64/128/256, a 512 bottleneck, 3x3 transposed convolutions to the
+            name: a key of :data:`PRESETS`. ``"paper"``: encoder 32/64/128/256, a 512 bottleneck, 3x3 transposed convolutions to the
                 skip width and decoder convolutions 512/256/128/64, 12,943,494 learnable parameters, the
                 paper's 12.9 M; ``"classic"``: the usual mirror decoder 256/128/64/32 with 2x2 transposed
                 convolutions, 7,766,150 parameters.
@@ -271,13 +279,9 @@ class UNetConfig(Config):
         Returns:
             The config.
         """
-        if name == "paper":
-            base = cls()
-        elif name == "classic":
-            base = cls(decoder_filters=(256, 128, 64, 32), up_kernel=2)
-        else:
+        if name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r}; presets are {', '.join(PRESETS)}")
-        return base.replace(**changes) if changes else base
+        return cls(**{**PRESETS[name], **changes})
 
 
 @dataclass(frozen=True)
@@ -384,7 +388,12 @@ class TrainConfig(Config):
         seed: folds, weights, shuffling and augmentation all follow from it.
         mixed_precision: float16 on GPUs, bfloat16 on CPUs; the output layer stays float32.
         strategy: tf.distribute strategy: ``default``, ``mirrored`` or ``multiworker``.
-        deterministic: make TensorFlow ops deterministic (same seed, same weights).
+        deterministic: make TensorFlow ops deterministic: the same seed and thread count give the same
+            weights, bit for bit (on the same CPU kind and package versions).
+        threads: TensorFlow's intra-op threads. The thread count changes how sums are split, so it
+            changes the weights; None lets TensorFlow use every core this process may run on (the count
+            is recorded in the run's ``manifest.json``). Set it to reproduce a run on another machine;
+            a run may be resumed with another value.
     """
 
     model: UNetConfig = UNetConfig()
@@ -405,6 +414,7 @@ class TrainConfig(Config):
     mixed_precision: bool = False
     strategy: str = "default"
     deterministic: bool = True
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.preprocess.channels != self.model.input_channels:
@@ -425,6 +435,8 @@ class TrainConfig(Config):
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be at least 1, got {self.threads}")
 
 
 __all__ = ["CONTRAST_PHASES", "PRESETS", "STRATEGIES", "AugmentConfig", "Config", "ConfigError", "LossConfig",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -107,3 +108,42 @@ def test_pictures_never_replace_a_users_file(tmp_path, series):
     assert result.exit_code != 0 and not (tmp_path / "c").exists()
     result = CliRunner().invoke(cli, ["inspect", str(series), "--png", str(mine), "--overwrite"])
     assert result.exit_code == 0 and mine.read_bytes().startswith(b"\x89PNG")
+
+
+def test_inspect_areas_are_the_apis_label_areas(cohort):
+    """The areas inspect prints come from core.measure.label_areas, and are what counting pixels gives."""
+    from kerasmuscle.core.measure import label_areas
+    from kerasmuscle.data import load_dataset
+    from kerasmuscle.io import read_labels, read_scan
+    from kerasmuscle.labels import MUSCLE_LABELS
+
+    case = load_dataset(cohort)[0]
+    scan = read_scan(case.image)
+    labels = read_labels(case.labels, like=scan)
+    area = scan.pixel_area_mm2 / 100
+    labelled = labels.labelled_slices()
+    values, counts = np.unique(labels.array, return_counts=True)
+    expected = {int(v): c * area / len(labelled) for v, c in zip(values, counts) if v}
+    assert label_areas(labels, scan) == pytest.approx(expected)
+    assert label_areas(labels.array, scan, []) == {}
+
+    result = run("inspect", case.image, "--labels", case.labels, "--json")
+    shown = json.loads(result.output)["labels"]["mean_area_cm2_per_labelled_slice"]
+    assert shown == {f"{lab.id} {lab.name}": round(expected[lab.id], 2) for lab in MUSCLE_LABELS if lab.id in expected}
+
+    listing = json.loads(run("inspect", cohort, "--json").output)["cases"][0]
+    k = len(scan.hu) // 2
+    assert listing["muscle_cm2_middle_slice"] == round(np.count_nonzero(labels.array[k]) * area, 1)
+    for lab in MUSCLE_LABELS:
+        assert listing[lab.key] == round(np.count_nonzero(labels.array[k] == lab.id) * area, 1)
+
+
+def test_inspect_png_is_cropped_to_the_body(tmp_path, tcia_dir):
+    from PIL import Image
+
+    result = run("inspect", tcia_dir, "--png", tmp_path / "p.png")
+    assert result.exit_code == 0
+    picture = np.asarray(Image.open(tmp_path / "p.png").convert("L"))
+    middle = picture[picture.shape[0] // 2]
+    body = np.flatnonzero(middle > 30)
+    assert (body.max() - body.min() + 1) / len(middle) > 0.7

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -15,8 +17,13 @@ from click.testing import CliRunner  # noqa: E402
 
 from kerasmuscle import bundle  # noqa: E402
 from kerasmuscle.cli import cli  # noqa: E402
+from kerasmuscle.bundle import BundleError, BundleMetadata  # noqa: E402
 from kerasmuscle.export import ExportError, export_bundle, label_agreement, resolve_source  # noqa: E402
-from kerasmuscle.predict import load_model  # noqa: E402
+from kerasmuscle.predict import Predictor, load_model  # noqa: E402
+from conftest import dicom_case  # noqa: E402
+
+#: The error LiteRT 2.x raised on the int8 model of a run trained one epoch at 64 px (issue 10).
+XNNPACK_ERROR = "failed to create XNNPACK runtimeNode number 46 (TfLiteXNNPackDelegate) failed to prepare."
 
 
 def _keras_model(path):
@@ -40,7 +47,8 @@ def test_bundle_holds_every_format_and_metadata(tiny_bundle, tiny_run):
     assert meta["input"]["shape"] == [None, 32, 32, 1]
     manifest = json.loads((tiny_run / "manifest.json").read_text())
     fold = meta["source"]["fold"]
-    assert meta["training_data_sha256"] == manifest["fold_results"][str(fold)]["data_sha256"]
+    assert meta["source"]["training_data_sha256"] == manifest["fold_results"][str(fold)]["data_sha256"]
+    assert meta["schema_version"] == bundle.SCHEMA_VERSION == 2 and meta["left_out"] == {}
     # "best" is the fold with the best tuning score.
     scores = {int(k): v["best"] for k, v in manifest["fold_results"].items()}
     assert fold == max(scores, key=scores.get)
@@ -87,10 +95,11 @@ def test_reduced_precision_records_speed_and_agreement(tiny_bundle):
 
 def test_reduced_precision_is_not_shipped_below_the_agreement_bar(tiny_run, tmp_path):
     (meta,) = export_bundle(tiny_run, tmp_path / "b", formats=["onnx"], min_agreement=1.01, log=lambda s: None)
-    r = meta["reduced_precision"]["onnx_int8"]
-    assert not r["shipped"] and "< 1.01" in r["reason"]
-    assert "onnx_int8" not in meta["files"] and not (tmp_path / "b" / "model_int8.onnx").exists()
-    assert sorted(meta["files"]) == ["keras", "onnx"] and not (tmp_path / "b" / "saved_model").exists()
+    assert isinstance(meta, BundleMetadata) and meta == bundle.read_metadata(tmp_path / "b")
+    r = meta.reduced_precision["onnx_int8"]
+    assert not r.shipped and "< 1.01" in r.reason and r.failed is None
+    assert "onnx_int8" not in meta.files and not (tmp_path / "b" / "model_int8.onnx").exists()
+    assert sorted(meta.files) == ["keras", "onnx"] and not (tmp_path / "b" / "saved_model").exists()
 
 
 def test_parity_failure_writes_nothing(tiny_run, tmp_path):
@@ -168,3 +177,140 @@ def test_transposed_convolutions_become_phase_convolutions_exactly(kernel, pads)
     after = ort.InferenceSession(proto.SerializeToString()).run(None, {"x": x})[0]
     assert before.shape == after.shape == (2, 2, 14, 12)
     np.testing.assert_allclose(after, before, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------------
+# a variant that cannot be built, loaded or run (issue 10, defect 1)
+
+
+def _lite_fails(monkeypatch, when):
+    """Make LiteRT raise the XNNPACK error for the .tflite files whose name ``when`` accepts."""
+    from kerasmuscle.predict import runtimes
+
+    init, run = runtimes.LiteModel.__init__, runtimes.LiteModel.run
+
+    def patched_init(self, path, **kw):
+        init(self, path, **kw)
+        self.fails = when(os.path.basename(path))
+
+    def patched_run(self, x):
+        if self.fails:
+            raise RuntimeError(XNNPACK_ERROR)
+        return run(self, x)
+
+    monkeypatch.setattr(runtimes.LiteModel, "__init__", patched_init)
+    monkeypatch.setattr(runtimes.LiteModel, "run", patched_run)
+
+
+def test_a_reduced_variant_that_fails_is_left_out_and_the_export_goes_on(tiny_run, tmp_path, monkeypatch):
+    """Before the fix the XNNPACK RuntimeError of int8 LiteRT aborted the export and wrote no bundle."""
+    import kerasmuscle.export.writer as writer
+
+    def broken_int8_onnx(*args, **kwargs):
+        raise ValueError("quantisation went wrong\nsecond line")
+
+    _lite_fails(monkeypatch, lambda name: name == "model_int8.tflite")
+    monkeypatch.setattr(writer, "write_onnx_int8", broken_int8_onnx)
+    out = tmp_path / "b"
+    export_bundle(tiny_run, out, formats=["onnx", "tflite"], min_agreement=0.0, log=lambda s: None)
+    meta = json.loads((out / "metadata.json").read_text())
+    assert sorted(meta["files"]) == ["keras", "onnx", "tflite", "tflite_fp16"]
+    lite = meta["reduced_precision"]["tflite_int8"]
+    assert lite["shipped"] is False and lite["failed"] == "run"
+    assert lite["reason"] == f"failed to run: RuntimeError: {XNNPACK_ERROR}"
+    onnx = meta["reduced_precision"]["onnx_int8"]
+    assert onnx["failed"] == "build" and onnx["reason"] == "failed to build: ValueError: quantisation went wrong second line"
+    assert meta["reduced_precision"]["tflite_fp16"]["shipped"] is True
+    assert not (out / "model_int8.tflite").exists() and not (out / "model_int8.onnx").exists()
+    bundle.verify(out)
+    with pytest.raises(BundleError, match="has no tflite int8 model .failed to run: RuntimeError: failed to create XNNPACK"):
+        Predictor.from_bundle(out, "tflite", precision="int8")
+    assert Predictor.from_bundle(out, "tflite", precision="fastest").precision == "float16"
+
+
+def test_float32_litert_that_cannot_run_is_left_out_with_its_reason(tiny_run, tmp_path, monkeypatch):
+    """LiteRT failing on the float32 model leaves that format out (the ONNX model is still written and checked)."""
+    _lite_fails(monkeypatch, lambda name: True)
+    out = tmp_path / "b"
+    result = CliRunner().invoke(cli, ["export", str(tiny_run), "--out", str(out), "--onnx", "--tflite"])
+    assert result.exit_code == 0, result.output
+    assert f"no tflite model: LiteRT float32 failed to run: RuntimeError: {XNNPACK_ERROR}" in result.output
+    meta = bundle.read_metadata(out)
+    assert {"keras", "onnx"} <= set(meta.files) <= {"keras", "onnx", "onnx_int8"} and set(meta.parity) == {"onnx"}
+    assert meta.reduced_precision["onnx_int8"].failed is None  # measured as usual
+    assert meta.left_out == {"tflite": f"LiteRT float32 failed to run: RuntimeError: {XNNPACK_ERROR}"}
+    for key in ("tflite_int8", "tflite_fp16"):
+        assert not meta.reduced_precision[key].shipped and "no float32 model" in meta.reduced_precision[key].reason
+    assert not (out / "model.tflite").exists()
+    bundle.verify(out)
+    with pytest.raises(BundleError, match="has no tflite float32 model .LiteRT float32 failed to run"):
+        Predictor.from_bundle(out, "tflite")
+
+
+# --------------------------------------------------------------------------------------------------
+# the metadata schema
+
+
+def _as_schema_1(meta: dict) -> dict:
+    """metadata.json as the first export (format version 1) wrote it: the same dict layout as its
+    ``base_metadata`` plus files, parity, reduced_precision and checked_on, keys in its order."""
+    source = {k: v for k, v in meta["source"].items() if k != "training_data_sha256"}
+    old = {"format_version": 1, **{k: meta[k] for k in ("name", "created", "method", "labels", "input", "output",
+                                                          "preprocessing", "orientation", "postprocess", "model")},
+           "source": source, "training_data_sha256": meta["source"]["training_data_sha256"],
+           "versions": meta["versions"]}
+    old.update(files=meta["files"], parity=meta["parity"], reduced_precision=meta["reduced_precision"],
+               checked_on=meta["checked_on"])
+    return old
+
+
+def _rewrite(folder, meta: dict) -> None:
+    (folder / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+    bundle.write_checksums(folder)
+
+
+def test_a_bundle_of_schema_1_is_upgraded_on_read_and_predicts_the_same(tiny_bundle, small_cohort, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(tiny_bundle, old)
+    new_meta = json.loads((tiny_bundle / "metadata.json").read_text())
+    _rewrite(old, _as_schema_1(new_meta))
+    assert "schema_version" not in json.loads((old / "metadata.json").read_text())
+    meta = bundle.read_metadata(old)
+    assert meta == bundle.read_metadata(tiny_bundle) and meta.schema_version == 2
+    assert meta.source.training_data_sha256 == new_meta["source"]["training_data_sha256"]
+    scan = dicom_case(small_cohort, 0)
+    for backend, precision in (("onnx", "float32"), ("tflite", "int8")):
+        a = Predictor.from_bundle(tiny_bundle, backend, precision=precision).predict(scan, [0, 1], probabilities=True)
+        b = Predictor.from_bundle(old, backend, precision=precision).predict(scan, [0, 1], probabilities=True)
+        np.testing.assert_array_equal(a.labels, b.labels)
+        np.testing.assert_array_equal(a.probabilities, b.probabilities)
+        assert a.hu_range == b.hu_range == (-20.0, 200.0)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"schema_version": 3}, "bundle schema version 3; this kerasmuscle reads versions 1, 2: upgrade kerasmuscle"),
+    ({"schema_version": 0}, "bundle schema version 0; this kerasmuscle reads versions 1, 2: re-export the model"),
+    ({"schema_version": None}, "has no schema_version"),
+    ({"preprocessing": {"image_size": "32", "channels": 1, "hu_window": [-250, 250]}},
+     "preprocessing.image_size is '32', not an integer"),
+    ({"postprocess": {"hu_range": [200, -20]}}, r"postprocess.hu_range is \[200, -20\]: low must be at most high"),
+    ({"files": {"onnx": "../model.onnx"}}, "files.onnx is '../model.onnx', not a path inside the bundle"),
+    ({"labels": []}, "labels is a list, not a non-empty list"),
+])
+def test_metadata_that_this_version_cannot_read_is_refused_in_one_line(tiny_bundle, tmp_path, change, message):
+    copy = tmp_path / "b"
+    shutil.copytree(tiny_bundle, copy)
+    meta = json.loads((copy / "metadata.json").read_text())
+    meta.update(change)
+    _rewrite(copy, {k: v for k, v in meta.items() if v is not None})
+    with pytest.raises(BundleError, match=message) as info:
+        Predictor.from_bundle(copy)
+    assert "\n" not in str(info.value) and str(info.value).startswith(f"{copy}: metadata.json: ")
+
+
+def test_metadata_round_trips_through_json(tiny_bundle):
+    meta = bundle.read_metadata(tiny_bundle)
+    again = BundleMetadata.from_dict(json.loads(json.dumps(meta.to_dict())))
+    assert again == meta and list(meta.to_dict())[0] == "schema_version"
+    assert meta.preprocessing.hu_window == (-250.0, 250.0) and meta.labels[3].colour == (255, 220, 0)
+    assert meta.parity["onnx"].passed and meta.reduced_precision["onnx_int8"].calibration_slices > 0

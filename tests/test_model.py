@@ -24,6 +24,22 @@ def test_preset_parameter_counts(preset, channels, expected):
     assert count_params(model) == expected
 
 
+def test_presets_are_a_table_the_cli_offers():
+    from click.testing import CliRunner
+
+    from kerasmuscle.cli import cli
+    from kerasmuscle.config import PRESETS
+
+    for name, fields in PRESETS.items():
+        config = UNetConfig.preset(name)
+        assert all(getattr(config, k) == v for k, v in fields.items())
+        assert UNetConfig.preset(name, input_channels=3) == config.replace(input_channels=3)
+    assert UNetConfig.preset("paper") == UNetConfig()
+    for command in ("train", "demo"):
+        text = CliRunner().invoke(cli, [command, "--help"]).output
+        assert "[paper|classic]" in text.replace(" ", "").replace("\n", ""), text
+
+
 def test_unknown_preset_is_named():
     with pytest.raises(ConfigError, match="presets are paper, classic"):
         UNetConfig.preset("resnet")
@@ -127,3 +143,21 @@ def test_class_dice_leaves_absent_classes_out_of_the_mean():
     metric = ClassDice(num_classes=4)
     metric.update_state(truth, pred)
     assert float(metric.result()) == pytest.approx(1.0)  # classes 2 and 3 never appear: NaN, skipped
+
+
+def test_class_dice_honours_sample_weight():
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 3, (2, 8, 8))
+    pred = rng.random((2, 8, 8, 3)).astype(np.float32)
+
+    def dice(y, p, **kwargs):
+        metric = ClassDice(num_classes=3)
+        metric.update_state(y, p, **kwargs)
+        return float(metric.result())
+
+    # Weight 0 leaves an image out; weight 1 everywhere changes nothing; per-pixel weights count pixels.
+    assert dice(truth, pred, sample_weight=np.array([1.0, 0.0])) == pytest.approx(dice(truth[:1], pred[:1]))
+    assert dice(truth, pred, sample_weight=np.ones((2, 8, 8))) == pytest.approx(dice(truth, pred))
+    assert dice(truth, pred) != pytest.approx(dice(truth[:1], pred[:1]))
+    twice = np.concatenate([truth[:1], truth[:1], truth[1:]]), np.concatenate([pred[:1], pred[:1], pred[1:]])
+    assert dice(truth, pred, sample_weight=np.array([2.0, 1.0])) == pytest.approx(dice(*twice))

@@ -26,20 +26,56 @@ from conftest import dciodvfy_or_skip, dicom_case
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_predictor_never_imports_tensorflow(tiny_bundle, small_cohort):
-    code = textwrap.dedent(f"""
-        import sys
+#: Run before anything else in a subprocess: importing any of these raises ImportError.
+BLOCK_HEAVY = textwrap.dedent("""
+    import sys
+    BLOCKED = {"tensorflow", "keras", "tf_keras", "tf2onnx", "onnx", "matplotlib"}
+    class Blocker:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ImportError(f"{name} is blocked in this test: the predictor side must not import it")
+            return None
+    sys.meta_path.insert(0, Blocker())
+""")
+
+
+def run_blocked(code: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh Python where TensorFlow, Keras, tf2onnx, onnx and matplotlib cannot be imported."""
+    return subprocess.run([sys.executable, "-c", BLOCK_HEAVY + textwrap.dedent(code)], capture_output=True,
+                          text=True, cwd=ROOT, timeout=600)
+
+
+def test_predict_runs_end_to_end_with_the_heavy_stack_blocked(tiny_bundle, small_cohort, tmp_path):
+    from kerasmuscle.predict.outputs import FORMATS
+
+    formats = ",".join(f.name for f in FORMATS if f.installed())  # every writer (seg when highdicom is there)
+    inputs = [str(dicom_case(small_cohort, 0)), str(dicom_case(small_cohort, 1))]
+    argv = ["kerasmuscle", "predict", *inputs, "--model", str(tiny_bundle), "--out", str(tmp_path / "cli"),
+            "--format", formats, "--slices", "0-1", "--height", "1.75"]
+    cli_run = run_blocked(f"""
+        import runpy
+        sys.argv = {argv!r}
+        runpy.run_module("kerasmuscle", run_name="__main__")
+    """)
+    assert cli_run.returncode == 0, cli_run.stdout + cli_run.stderr
+    assert "2 done, 0 finished earlier, 0 failed" in cli_run.stdout
+    for name in ("labels.nii.gz", "labels.npz", "overlay.png", "slices.csv", "measurements.json"):
+        assert (tmp_path / "cli" / "case_0000" / name).is_file(), name
+    api_run = run_blocked(f"""
+        from kerasmuscle import predict_batch
+        from kerasmuscle.predict import PredictConfig
+        from kerasmuscle.core.slices import SliceSelection
         from kerasmuscle.predict import Predictor
-        p = Predictor.from_bundle({str(tiny_bundle)!r}, threads=1)
-        r = p.predict({str(dicom_case(small_cohort))!r})
-        from kerasmuscle.predict.batch import write_case
-        assert r.labels.dtype.name == "uint8"
-        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf2onnx", "tf_keras"))
+        config = PredictConfig(slices=SliceSelection.parse("0-1"), formats=tuple({formats!r}.split(",")), threads=1)
+        result = predict_batch({inputs!r}, {str(tiny_bundle)!r}, {str(tmp_path / "api")!r}, config)
+        assert result.done == ["case_0000", "case_0001"] and not result.failed, result
+        assert Predictor.from_bundle({str(tiny_bundle)!r}).predict({inputs[0]!r}).labels.dtype.name == "uint8"
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
         print("HEAVY", heavy)
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert out.returncode == 0, out.stderr
-    assert "HEAVY []" in out.stdout
+    assert api_run.returncode == 0, api_run.stdout + api_run.stderr
+    assert "HEAVY []" in api_run.stdout
+    assert (tmp_path / "api" / "measurements.csv").read_text().count("\n") == 3
 
 
 def test_labels_are_aligned_uint8_and_postprocessed(tiny_bundle, small_cohort):
@@ -147,8 +183,9 @@ def test_cli_batch_skips_a_bad_input_and_resumes(tiny_bundle, small_cohort, tmp_
     result = runner.invoke(cli, [*args, "--overwrite"])
     assert "2 done" in result.output and (out / names[0] / "measurements.json").stat().st_mtime_ns != stamp
 
-    # Without the bad input every case is finished and the exit code is 0.
-    result = runner.invoke(cli, ["predict", inputs[0], inputs[2], "--model", str(tiny_bundle), "--out", str(out)])
+    # Without the bad input every case is finished (with the same settings) and the exit code is 0.
+    result = runner.invoke(cli, ["predict", inputs[0], inputs[2], "--model", str(tiny_bundle), "--out", str(out),
+                                 "--height", "1.75"])
     assert result.exit_code == 0, result.output
 
 

@@ -254,3 +254,85 @@ def test_big_endian_matches_pydicom(name):
     ds = pydicom.dcmread(path)
     assert scan.dicom.tags["transfer_syntax"] == "Explicit VR Big Endian"
     assert np.array_equal(scan.hu[0], apply_modality_lut(ds.pixel_array, ds).astype(np.float32))
+
+
+# --------------------------------------------------------------------------------------------------
+# The format table and the one label-reader type
+
+
+def test_every_label_reader_returns_a_label_volume(tmp_path, scan_and_labels):
+    pytest.importorskip("highdicom")
+    from kerasmuscle.io import LabelVolume, formats
+    from kerasmuscle.io.seg import write_seg
+
+    scan, labels = scan_and_labels
+    write_nifti(tmp_path / "l.nii.gz", labels, scan.affine)
+    write_npz(tmp_path / "l.npz", spacing=scan.spacing, positions=scan.positions, orientation=scan.orientation,
+              labels=labels)
+    np.savez(tmp_path / "bare.npz", labels=labels)
+    write_seg(tmp_path / "l.dcm", labels, scan)
+    for name, kind in (("l.nii.gz", "nifti"), ("l.npz", "npz"), ("bare.npz", "npz"), ("l.dcm", "dicom")):
+        path = str(tmp_path / name)
+        assert formats.sniff(path) == kind
+        volume = formats.get(kind).read_labels(path)
+        assert isinstance(volume, LabelVolume) and volume.source == path
+        assert np.array_equal(volume.array, labels) and isinstance(volume.warnings, list)
+        if name == "bare.npz":
+            assert volume.geometry is None
+        else:
+            spacing, positions, orientation = volume.geometry
+            assert np.allclose(spacing, scan.spacing) and np.allclose(positions, scan.positions)
+            assert np.allclose(orientation, scan.orientation)
+    seg = formats.get("dicom").read_labels(str(tmp_path / "l.dcm"))
+    assert seg.names[1] == "rectus abdominis"
+    assert seg.frame_of_reference_uid == scan.dicom.frame_of_reference_uid
+    assert seg.referenced_series_uids == [scan.dicom.series_uid] and len(seg.referenced_sop_uids) == len(labels)
+
+
+def test_format_table_drives_readers_names_and_suffixes():
+    from kerasmuscle.data.dataset import IMAGE_NAMES, LABEL_NAMES
+    from kerasmuscle.io import formats
+
+    for fmt in formats.FORMATS:  # every reader and writer named in the table exists
+        for ref in (fmt.scan_reader, fmt.label_reader, fmt.writer):
+            assert ref is None or callable(formats._load(ref)), ref
+    assert formats.names("scan") == "DICOM, NIfTI or NPZ"
+    assert formats.names("labels") == "NIfTI, NPZ or DICOM SEG"
+    assert IMAGE_NAMES == ("image.nii.gz", "image.nii", "image.npz")
+    assert LABEL_NAMES == ("label.nii.gz", "label.nii", "label.npz", "labels.nii.gz", "labels.nii", "labels.npz",
+                           "seg.dcm")
+    assert [formats.strip_suffix(n) for n in ("a.nii.gz", "B.NII", "c.npz", "d.dcm", "e.mha", "f.gz")] == \
+        ["a", "B", "c", "d", "e.mha", "f.gz"]
+    assert formats.is_volume_file("x/ct.nii.gz") and formats.is_volume_file("ct.NPZ")
+    assert not formats.is_volume_file("IM0001.dcm") and not formats.is_volume_file("IM0001")
+    assert formats.for_kind("unknown") is formats.get("dicom") and formats.for_kind("png") is None
+    with pytest.raises(KeyError, match="formats are dicom, nifti, npz"):
+        formats.get("mha")
+
+
+def test_batch_names_and_output_guard_follow_the_table(tmp_path):
+    from kerasmuscle.errors import KerasMuscleError
+    from kerasmuscle.predict.batch import case_name, check_output_folder
+
+    assert [case_name(n) for n in ("p1.nii.gz", "p2.NII", "p3.npz", "p4.dcm", "case_7/dicom")] == \
+        ["p1", "p2", "p3", "p4", "case_7"]
+    (tmp_path / "ct.nii.gz").write_bytes(b"")
+    (tmp_path / "IM0001").write_bytes(b"")
+    check_output_folder(tmp_path / "out", [tmp_path / "ct.nii.gz"])  # a NIfTI's folder may hold the results
+    with pytest.raises(KerasMuscleError, match="lies inside the input folder"):
+        check_output_folder(tmp_path / "out", [tmp_path / "IM0001"])  # a DICOM file's folder is its series
+
+
+def test_one_set_of_seg_sop_classes(tmp_path, series):
+    """A Label Map Segmentation (the newer SEG SOP class) is a label map to the series reader too."""
+    import pydicom
+
+    from kerasmuscle.io import dicom, seg
+
+    assert seg.SEG_SOP_CLASSES is dicom.SEG_SOP_CLASSES and len(dicom.SEG_SOP_CLASSES) == 2
+    ds = pydicom.dcmread(files_of(series)[0])
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.66.7"
+    ds.Modality = "SEG"
+    ds.save_as(tmp_path / "labelmap.dcm")
+    with pytest.raises(ReadError, match="labelmap.dcm: is a DICOM Segmentation"):
+        read_scan(tmp_path / "labelmap.dcm", force=True)

@@ -109,20 +109,20 @@ def monitor_kill(monkeypatch):
     """Raise KeyboardInterrupt right after an epoch's state is on disk (as a kill between epochs would)."""
     import contextlib
 
-    from kerasmuscle import train as train_module
+    from kerasmuscle.training import train as train_module
 
     @contextlib.contextmanager
     def kill(after_epoch: int):
-        original = train_module._write_json
+        original = train_module.write_json
 
         def write_then_die(path, data):
             original(path, data)
             if path.name == "state.json" and data.get("epoch") == after_epoch and not data.get("finished"):
                 raise KeyboardInterrupt
 
-        monkeypatch.setattr(train_module, "_write_json", write_then_die)
+        monkeypatch.setattr(train_module, "write_json", write_then_die)
         yield
-        monkeypatch.setattr(train_module, "_write_json", original)
+        monkeypatch.setattr(train_module, "write_json", original)
 
     return kill
 
@@ -167,3 +167,105 @@ def test_mirrored_strategy_and_mixed_precision_train_and_reload(tmp_path, small_
     assert model.get_layer("enc1_conv1").dtype_policy.name == "mixed_bfloat16"
     out = model.predict_on_batch(np.zeros((1, 32, 32, 1), np.float32))
     assert out.dtype == np.float32 and np.isfinite(out).all()
+
+
+# --------------------------------------------------------------------------------------------------
+# settings: one merge (resolve_config), used by the CLI
+
+
+def test_resolve_config_merges_file_stored_config_preset_and_options(tmp_path):
+    from kerasmuscle.training.train import resolve_config
+
+    run = tmp_path / "run"
+    assert resolve_config(run) == TrainConfig()
+    config = resolve_config(run, preset="classic", channels=3, image_size=64, epochs=5, seed=None, threads=2)
+    assert config.model == UNetConfig.preset("classic", input_channels=3)
+    assert (config.preprocess.channels, config.preprocess.image_size) == (3, 64)
+    assert (config.epochs, config.seed, config.threads) == (5, 0, 2)  # None leaves a field alone
+
+    run.mkdir()
+    config.save(run / "config.json")  # an existing run: its stored config is the base
+    again = resolve_config(run, epochs=9)
+    assert again == config.replace(epochs=9)
+    # A preset keeps the base's channels; a config file replaces the stored one as the base.
+    assert resolve_config(run, preset="paper").model == UNetConfig.preset("paper", input_channels=3)
+    TINY.save(tmp_path / "tiny.json")
+    assert resolve_config(run, tmp_path / "tiny.json", folds=3) == TINY.replace(folds=3)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"image_size": 40}, "multiple of 16"),
+    ({"preset": "resnet"}, "unknown preset 'resnet'"),
+    ({"channels": 2}, "input_channels must be 1 or 3"),
+    ({"threads": 0}, "threads must be at least 1"),
+    ({"model": UNetConfig()}, "model cannot be changed here"),
+    ({"learning_rat": 0.1}, "learning_rat cannot be changed here"),
+])
+def test_resolve_config_errors_name_the_setting(tmp_path, kwargs, message):
+    from kerasmuscle.training.train import resolve_config
+
+    with pytest.raises(ConfigError, match=message):
+        resolve_config(tmp_path / "run", **kwargs)
+
+
+def test_train_cli_offers_the_presets_and_threads():
+    from kerasmuscle.config import PRESETS
+
+    text = CliRunner().invoke(cli, ["train", "--help"]).output
+    assert "--threads" in text
+    assert all(name in text for name in PRESETS)
+
+
+# --------------------------------------------------------------------------------------------------
+# determinism: the same seed and thread count give the same weights, whatever the machine's core count
+
+_TRAIN_ONCE = """
+import hashlib, json, os, sys
+from pathlib import Path
+if sys.argv[3] != "all":
+    os.sched_setaffinity(0, {int(c) for c in sys.argv[3].split(",")})  # as a machine with fewer cores
+from kerasmuscle.config import PreprocessConfig, TrainConfig, UNetConfig
+from kerasmuscle.training import train_run
+config = TrainConfig(model=UNetConfig.preset("classic"), preprocess=PreprocessConfig(image_size=32), folds=2,
+                     epochs=2, batch_size=4, tune_fraction=0.25, threads=2)
+run = Path(sys.argv[2])
+train_run(sys.argv[1], run, config, fold=0, verbose=0, log=lambda line: None)
+import keras
+from kerasmuscle.model import CUSTOM_OBJECTS
+model = keras.models.load_model(run / "fold_0" / "model.keras", custom_objects=CUSTOM_OBJECTS, compile=False)
+print("WEIGHTS", hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest())
+"""
+
+
+def _train_in_a_new_process(cohort, run, cpus: str) -> str:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _TRAIN_ONCE, str(cohort), str(run), cpus], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return next(line.split()[1] for line in done.stdout.splitlines() if line.startswith("WEIGHTS"))
+
+
+def test_training_is_deterministic_for_a_seed_and_thread_count(tmp_path, small_cohort):
+    import os
+
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("needs os.sched_setaffinity (Linux) to run as a machine with fewer cores")
+    cpus = sorted(os.sched_getaffinity(0))
+    # Fresh processes, the second confined to one core (TensorFlow's default would then be 1 thread, and
+    # other weights): threads=2 must give the same weights, epoch scores and learning rates bit for bit.
+    first = _train_in_a_new_process(small_cohort, tmp_path / "a", "all")
+    second = _train_in_a_new_process(small_cohort, tmp_path / "b", str(cpus[0]))
+    assert first == second
+
+    def history(run):
+        return [{k: v for k, v in row.items() if k != "seconds"}
+                for row in csv.DictReader(open(run / "fold_0" / "history.csv"))]
+
+    assert history(tmp_path / "a") == history(tmp_path / "b")
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    determinism = manifest["determinism"]
+    assert determinism["op_determinism"] and determinism["tf_data_deterministic"]
+    assert (determinism["intra_op_threads"], determinism["threads_setting"], determinism["seed"]) == (2, 2, 0)
+    assert manifest["fold_results"]["0"]["intra_op_threads"] == 2

@@ -434,11 +434,40 @@ def resolve_height(
     return None, "unknown"
 
 
+def label_areas(labels: Any, scan: Scan, slices: Iterable[int] | None = None) -> dict[int, float]:
+    """The area of each label value in cm², per slice on average: what a label map holds, before any
+    left/right split or HU statistics (:func:`measure_slices` gives those).
+
+    Args:
+        labels: a :class:`~kerasmuscle.io.scan.LabelMap` or an array ``[slices, rows, cols]`` on the
+            scan's grid.
+        scan: the scan (its pixel area).
+        slices: the slice indices to average over; default: the slices that hold any label.
+
+    Returns:
+        ``{label value: cm² per slice}`` for every non-zero value present, in ascending order (over at
+        least one slice, so an empty map gives ``{}``).
+
+    Raises:
+        ValueError: the labels' shape differs from the scan's.
+    """
+    array = _label_array(scan, labels)
+    if slices is None:
+        picked = np.flatnonzero(array.reshape(len(array), -1).max(axis=1, initial=0) > 0)
+    else:
+        picked = np.asarray([int(z) for z in slices], int)
+    values, counts = np.unique(array[picked], return_counts=True)
+    area = scan.pixel_area_mm2 / 100.0
+    per = max(len(picked), 1)
+    return {int(v): float(c) * area / per for v, c in zip(values, counts) if v != 0}
+
+
 __all__ = [
     "CASE_COLUMNS",
     "MEASUREMENT_COLUMNS",
     "check_height",
     "columns",
+    "label_areas",
     "measure_case",
     "measure_slices",
     "midline_column",

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kerasmuscle.config import Config
 from kerasmuscle.errors import KerasMuscleError
 
 #: The kinds of selection.
@@ -73,8 +74,8 @@ def z_indices(locations: np.ndarray, z_range: tuple[float, float], *, source: st
 
 
 @dataclass(frozen=True)
-class SliceSelection:
-    """Which slices of a scan to use.
+class SliceSelection(Config):
+    """Which slices of a scan to use (a config: it round-trips through JSON).
 
     Args:
         kind: ``"all"``, ``"index"`` (``indices``), ``"z"`` (``z_range`` in mm along the slice normal) or
@@ -94,6 +95,9 @@ class SliceSelection:
             raise SliceError("an index selection needs at least one slice index")
         if self.kind == "z" and (self.z_range is None or len(self.z_range) != 2):
             raise SliceError("a z selection needs (low, high) in mm")
+        object.__setattr__(self, "indices", tuple(int(i) for i in self.indices))
+        if self.z_range is not None:
+            object.__setattr__(self, "z_range", (float(self.z_range[0]), float(self.z_range[1])))
 
     @classmethod
     def of(cls, slices: Sequence[int] | None = None, z_range: tuple[float, float] | None = None) -> "SliceSelection":

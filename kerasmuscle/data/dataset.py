@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kerasmuscle.errors import ReadError
+from kerasmuscle.io import formats
 
 REQUIRED = ("id", "patient_id", "image")
 
@@ -101,17 +102,9 @@ def load_dataset(folder: str | os.PathLike) -> list[Case]:
     return cases
 
 
-IMAGE_NAMES = ("image.nii.gz", "image.nii", "image.npz")
-LABEL_NAMES = ("label.nii.gz", "label.nii", "label.npz", "labels.nii.gz", "labels.nii", "labels.npz", "seg.dcm")
-_NIFTI = (".nii.gz", ".nii")
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for ext in (*_NIFTI, ".npz", ".dcm"):
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    return name
+#: File names of a one-case folder's scan and labels, from the format table (kerasmuscle.io.formats).
+IMAGE_NAMES = formats.image_names()
+LABEL_NAMES = formats.label_names()
 
 
 def _read_cases_csv(path: Path) -> dict[str, dict[str, str]]:
@@ -189,9 +182,9 @@ def discover_cases(folder: str | os.PathLike) -> list[Case]:
     for images_name, labels_name in (("images", "labels"), ("imagesTr", "labelsTr")):
         images, labels = root / images_name, root / labels_name
         if images.is_dir() and labels.is_dir():
-            by_stem = {_stem(p): p for p in labels.iterdir() if p.name.endswith((*_NIFTI, ".npz"))}
+            by_stem = {formats.strip_suffix(p.name): p for p in labels.iterdir() if formats.is_volume_file(p)}
             for img in sorted(images.iterdir()):
-                stem = _stem(img)
+                stem = formats.strip_suffix(img.name)
                 stem = stem[:-5] if stem.endswith("_0000") and stem[:-5] in by_stem else stem
                 if stem in by_stem:
                     found.append((stem, img, by_stem[stem]))

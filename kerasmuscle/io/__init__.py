@@ -4,6 +4,7 @@
 multi-frame (Enhanced) CT, a NIfTI file or a kerasmuscle ``.npz`` and returns a :class:`Scan` in
 Hounsfield units. ``read_labels(path, like=scan)`` reads a label map from NIfTI, NPZ or DICOM SEG and
 places it on the scan's grid; a label map that does not fit the scan is an error that says how.
+Both dispatch through :data:`kerasmuscle.io.formats.FORMATS`, the one table of input formats.
 """
 
 from __future__ import annotations
@@ -14,14 +15,18 @@ from collections.abc import Sequence
 import numpy as np
 
 from kerasmuscle.errors import ReadError
-from kerasmuscle.io.scan import AXIAL_ORIENTATION, DicomInfo, LabelMap, Scan, make_affine, note, slice_normal
+from kerasmuscle.io import formats
+from kerasmuscle.io.scan import (AXIAL_ORIENTATION, DicomInfo, LabelMap, LabelVolume, Scan, make_affine, note,
+                                  slice_normal)
 
 __all__ = [
     "AXIAL_ORIENTATION",
     "DicomInfo",
     "LabelMap",
+    "LabelVolume",
     "Scan",
     "align_labels",
+    "formats",
     "make_affine",
     "read_labels",
     "read_scan",
@@ -53,33 +58,31 @@ def read_scan(path: PathLike | Sequence[PathLike], *, series_uid: str | None = N
         >>> scan.shape, scan.spacing  # doctest: +SKIP
         ((134, 512, 512), (3.0, 1.07421875, 1.07421875))
     """
-    from kerasmuscle.io.dicom import describe_non_dicom, read_dicom, sniff
-
+    options = {"series_uid": series_uid, "force": force}
+    folder_format = formats.get(formats.UNKNOWN_READS_AS)  # a folder or a list of files is a DICOM series
     if isinstance(path, (list, tuple)):
-        return read_dicom(list(path), series_uid=series_uid, force=force)
+        return folder_format.read_scan(list(path), **options)
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ReadError(path, "no such file or folder")
     if os.path.isdir(path):
-        return read_dicom(path, series_uid=series_uid, force=force)
+        return folder_format.read_scan(path, **options)
     try:
-        kind = sniff(path)
+        kind = formats.sniff(path)
     except OSError as exc:
         raise ReadError(path, f"cannot read file ({exc.strerror})") from None
-    if kind == "nifti":
-        from kerasmuscle.io.nifti import read_nifti_scan
+    fmt = formats.for_kind(kind)
+    if fmt is not None and fmt.scan_reader:
+        return fmt.read_scan(path, **options)
+    raise ReadError(path, _not_readable(path, kind, formats.names("scan")))
 
-        return read_nifti_scan(path)
-    if kind == "npz":
-        from kerasmuscle.io.npz import read_npz_scan
 
-        return read_npz_scan(path)
-    if kind in ("dicom", "unknown"):
-        return read_dicom(path, series_uid=series_uid, force=force)
-    cause = describe_non_dicom(path, kind)
+def _not_readable(path: str, kind: str, readable: str) -> str:
+    """``describe_non_dicom``'s words with the formats that could have been read."""
+    cause = formats.describe_non_dicom(path, kind)
     if cause.startswith("not a DICOM file"):
-        cause = "not a DICOM, NIfTI or NPZ file" + cause[len("not a DICOM file"):]
-    raise ReadError(path, cause)
+        cause = f"not a {readable} file" + cause[len("not a DICOM file"):]
+    return cause
 
 
 def read_labels(path: PathLike, *, like: Scan | None = None) -> LabelMap:
@@ -99,34 +102,15 @@ def read_labels(path: PathLike, *, like: Scan | None = None) -> LabelMap:
         ReadError: unreadable file, or a shape or geometry that does not match ``like`` (the
             message says what differs).
     """
-    from kerasmuscle.io.dicom import describe_non_dicom, sniff
-
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ReadError(path, "no such file" if not os.path.exists(path) else "is a folder; name the label file")
-    kind = sniff(path)
-    messages: list[str] = []
-    names: dict[int, str] = {}
-    extra: dict = {}
-    if kind == "nifti":
-        from kerasmuscle.io.nifti import read_nifti_labels
-
-        array, spacing, positions, orientation, messages = read_nifti_labels(path)
-        geometry = (spacing, positions, orientation)
-    elif kind == "npz":
-        from kerasmuscle.io.npz import read_npz_labels
-
-        array, geometry, messages = read_npz_labels(path)
-    elif kind in ("dicom", "unknown"):
-        from kerasmuscle.io.seg import read_seg
-
-        seg = read_seg(path)
-        array, names, messages = seg["array"], seg["names"], seg["warnings"]
-        geometry = (seg["spacing"], seg["positions"], seg["orientation"])
-        extra = seg
-    else:
-        cause = describe_non_dicom(path, kind).replace("not a DICOM file", "not a NIfTI, NPZ or DICOM SEG file")
-        raise ReadError(path, cause)
+    kind = formats.sniff(path)
+    fmt = formats.for_kind(kind)
+    if fmt is None or not fmt.label_reader:
+        raise ReadError(path, _not_readable(path, kind, formats.names("labels")))
+    volume: LabelVolume = fmt.read_labels(path)
+    array, geometry, names, messages = volume.array, volume.geometry, volume.names, volume.warnings
 
     if like is None:
         if geometry is None:
@@ -136,8 +120,7 @@ def read_labels(path: PathLike, *, like: Scan | None = None) -> LabelMap:
             spacing, positions, orientation = geometry
         return LabelMap(array=array, spacing=spacing, positions=np.asarray(positions), orientation=orientation,
                         source=path, names=names, present=np.ones(len(array), bool))
-    if extra:
-        _check_seg_references(path, extra, like)
+    _check_references(path, volume, like)
     if geometry is None:
         if array.shape != like.shape:
             raise ReadError(path, f"label map shape {array.shape} does not match the scan's {like.shape} "
@@ -147,18 +130,19 @@ def read_labels(path: PathLike, *, like: Scan | None = None) -> LabelMap:
     return align_labels(path, array, geometry, like, names=names)
 
 
-def _check_seg_references(path: str, seg: dict, scan: Scan) -> None:
-    """A SEG made on another frame of reference cannot belong to the scan, whatever its positions."""
+def _check_references(path: str, volume: LabelVolume, scan: Scan) -> None:
+    """Labels made on another frame of reference (a DICOM SEG's) cannot belong to the scan, whatever their
+    positions; nor can a SEG that cites none of the scan's images."""
     info = scan.dicom
     if info is None:
         return
-    if seg["frame_of_reference_uid"] and info.frame_of_reference_uid and \
-            seg["frame_of_reference_uid"] != info.frame_of_reference_uid:
-        raise ReadError(path, f"SEG is in frame of reference {seg['frame_of_reference_uid']}, the scan in "
+    if volume.frame_of_reference_uid and info.frame_of_reference_uid and \
+            volume.frame_of_reference_uid != info.frame_of_reference_uid:
+        raise ReadError(path, f"SEG is in frame of reference {volume.frame_of_reference_uid}, the scan in "
                               f"{info.frame_of_reference_uid}: it belongs to another scan")
-    cited = {u for refs in seg["referenced_sop_uids"] for u in refs}
+    cited = {u for refs in volume.referenced_sop_uids for u in refs}
     if cited and not cited & set(info.sop_instance_uids):
-        refs = seg["referenced_series_uids"]
+        refs = volume.referenced_series_uids
         raise ReadError(path, f"SEG references images of series {', '.join(refs) or '(unknown)'}, none of "
                               f"which is in the scan (series {info.series_uid})")
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from kerasmuscle.errors import ReadError
+from kerasmuscle.io.formats import describe_non_dicom, sniff
 from kerasmuscle.io.scan import DicomInfo, Scan, check_axial, note, regular_spacing, slice_normal
 
 try:  # pydicom is a required dependency; import it once here rather than in every call
@@ -42,7 +43,11 @@ CT_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT Image Storage",
     "1.2.840.10008.5.1.4.1.1.2.2": "Legacy Converted Enhanced CT Image Storage",
 }
-SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+#: DICOM Segmentation SOP classes: the label maps read by :func:`kerasmuscle.io.seg.read_seg`, never images.
+SEG_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.66.4": "Segmentation Storage",
+    "1.2.840.10008.5.1.4.1.1.66.7": "Label Map Segmentation Storage",
+}
 _NATIVE_SYNTAXES = {
     "1.2.840.10008.1.2": "<",  # Implicit VR Little Endian
     "1.2.840.10008.1.2.1": "<",  # Explicit VR Little Endian
@@ -83,56 +88,7 @@ class _Frame:
 
 
 # --------------------------------------------------------------------------------------------------
-# Sniffing and header reading
-
-
-def sniff(path: str) -> str:
-    """Guess what a file is from its first bytes and name.
-
-    Returns:
-        One of ``"empty"``, ``"dicom"``, ``"nifti"``, ``"npz"``, ``"png"``, ``"jpeg"``, ``"gif"``,
-        ``"pdf"``, ``"zip"``, ``"gzip"``, ``"text"`` or ``"unknown"`` (which may still be a DICOM file
-        without the 128-byte preamble).
-    """
-    with open(path, "rb") as fh:
-        head = fh.read(352)
-    name = os.path.basename(path).lower()
-    if not head:
-        return "empty"
-    if head[128:132] == b"DICM":
-        return "dicom"
-    if name.endswith((".nii", ".nii.gz", ".hdr", ".img")) or head[344:348] in (b"n+1\x00", b"ni1\x00"):
-        return "nifti"
-    if head.startswith(b"PK\x03\x04"):
-        return "npz" if name.endswith(".npz") else "zip"
-    for magic, kind in ((b"\x89PNG", "png"), (b"\xff\xd8\xff", "jpeg"), (b"GIF8", "gif"),
-                        (b"%PDF", "pdf"), (b"\x1f\x8b", "gzip")):
-        if head.startswith(magic):
-            return kind
-    sample = head[:256]
-    if all(32 <= b < 127 or b in (9, 10, 13) for b in sample):
-        return "text"
-    return "unknown"
-
-
-def describe_non_dicom(path: str, kind: str) -> str:
-    """The cause for a file that is not DICOM, in words (``"it is a PNG image"``)."""
-    words = {
-        "empty": "empty file (0 bytes)",
-        "png": "not a DICOM file: it is a PNG image",
-        "jpeg": "not a DICOM file: it is a JPEG image",
-        "gif": "not a DICOM file: it is a GIF image",
-        "pdf": "not a DICOM file: it is a PDF document",
-        "zip": "not a DICOM file: it is a zip archive (unpack it first)",
-        "gzip": "not a DICOM file: it is gzip-compressed (unpack it first, or name a NIfTI .nii.gz)",
-        "nifti": "not a DICOM file: it is NIfTI",
-        "npz": "not a DICOM file: it is a NumPy .npz archive",
-    }
-    if kind == "text":
-        with open(path, "rb") as fh:
-            start = fh.read(40).decode("ascii", "replace").splitlines()[0] if os.path.getsize(path) else ""
-        return f"not a DICOM file: it is text (starts {start!r})"
-    return words.get(kind, "not a DICOM file (no DICM marker and no readable DICOM attributes)")
+# Header reading (what a file is, by its first bytes: kerasmuscle.io.formats.sniff)
 
 
 def _element_header(fh, offset: int, little: bool, implicit: bool) -> tuple[tuple[int, int], int, int]:
@@ -330,16 +286,16 @@ def _choose_series(source: str, files: list[_File], series_uid: str | None, forc
             listed = "; ".join(label(u, g) for u, g in series.items())
             raise ReadError(source, f"no series {series_uid}; found {listed}")
         group = series[series_uid]
-        _check_images(group, force, single=len(files) == 1)
+        _check_images(group, force)
         return group
 
     usable = {u: g for u, g in series.items() if any(f.pixel_offset is not None for f in g)
-              and all(str(f.ds.get("SOPClassUID", "")) != SEG_SOP_CLASS for f in g)}
+              and all(str(f.ds.get("SOPClassUID", "")) not in SEG_SOP_CLASSES for f in g)}
     ct = {u: g for u, g in usable.items() if all(_is_ct(f) for f in g)}
     pool = ct or (usable if force else {})
     if not pool:
         if len(files) == 1 or len(series) == 1:
-            _check_images(files, force, single=len(files) == 1)
+            _check_images(files, force)
         kinds = sorted({_what(f) for f in files})
         raise ReadError(source, f"no CT series among {len(series)} series ({', '.join(kinds)}); "
                                 "pass force=True (--force) to read a non-CT series anyway")
@@ -349,14 +305,14 @@ def _choose_series(source: str, files: list[_File], series_uid: str | None, forc
         others = "; ".join(label(u, g) for u, g in series.items() if u != uid)
         note(messages, f"{source}: holds {len(series)} series; read the largest axial CT series {label(uid, group)}. "
                        f"Others: {others}. Pass series_uid= (--series) to choose another")
-    _check_images(group, force, single=len(files) == 1)
+    _check_images(group, force)
     return group
 
 
-def _check_images(group: list[_File], force: bool, single: bool) -> None:
+def _check_images(group: list[_File], force: bool) -> None:
     for f in group:
         sop = str(f.ds.get("SOPClassUID", ""))
-        if sop == SEG_SOP_CLASS:
+        if sop in SEG_SOP_CLASSES:
             raise ReadError(f.path, "is a DICOM Segmentation (SEG), not an image; read it with "
                                     "read_labels(path, like=scan)")
         if f.pixel_offset is None:

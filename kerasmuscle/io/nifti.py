@@ -13,7 +13,7 @@ import numpy as np
 
 from kerasmuscle.errors import ReadError
 from kerasmuscle.fileutil import atomic_path
-from kerasmuscle.io.scan import Scan, check_axial, note
+from kerasmuscle.io.scan import LabelVolume, Scan, check_axial, note
 
 # (slice, row, col) <-> NIfTI (i=col, j=row, k=slice), and DICOM LPS <-> NIfTI RAS.
 _PERMUTE = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)
@@ -84,11 +84,12 @@ def read_nifti_scan(path: str | os.PathLike) -> Scan:
                 orientation=orientation, source=path, format="nifti", warnings=messages)
 
 
-def read_nifti_labels(path: str | os.PathLike):
+def read_nifti_labels(path: str | os.PathLike) -> LabelVolume:
     """Read an integer label map from NIfTI.
 
     Returns:
-        ``(array uint8 [slice,row,col], spacing, positions, orientation, warnings)``.
+        The :class:`~kerasmuscle.io.scan.LabelVolume` (uint8 ``[slice,row,col]`` in DICOM axial layout,
+        with its geometry).
     """
     path = os.fspath(path)
     img, _ = _load(path)
@@ -99,7 +100,7 @@ def read_nifti_labels(path: str | os.PathLike):
         raise ReadError(path, f"cannot read NIfTI voxel data ({type(exc).__name__}: {exc}); truncated?") from None
     labels = as_label_array(path, data)
     array, spacing, positions, orientation = _to_dicom_layout(path, labels, img.affine, messages)
-    return array, spacing, positions, orientation, messages
+    return LabelVolume(array=array, geometry=(spacing, positions, orientation), source=path, warnings=messages)
 
 
 def as_label_array(path: str, data: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 from kerasmuscle.errors import ReadError
 from kerasmuscle.fileutil import atomic_path
 from kerasmuscle.io.nifti import as_label_array
-from kerasmuscle.io.scan import AXIAL_ORIENTATION, Scan, check_axial, slice_normal
+from kerasmuscle.io.scan import AXIAL_ORIENTATION, LabelVolume, Scan, check_axial, slice_normal
 
 
 def _open(path: str) -> dict[str, np.ndarray]:
@@ -74,18 +74,19 @@ def read_npz_scan(path: str | os.PathLike) -> Scan:
                 format="npz", warnings=messages)
 
 
-def read_npz_labels(path: str | os.PathLike):
+def read_npz_labels(path: str | os.PathLike) -> LabelVolume:
     """Read a label map from ``.npz``.
 
     Returns:
-        ``(array uint8, geometry or None, warnings)``; geometry is ``(spacing, positions,
-        orientation)`` when the archive has ``spacing``, else None (then it must match a scan by shape).
+        The :class:`~kerasmuscle.io.scan.LabelVolume`; its geometry is None when the archive has no
+        ``spacing`` (then it must match a scan by shape).
     """
     path = os.fspath(path)
     arrays = _open(path)
     labels = as_label_array(path, _pick(path, arrays, ("labels", "label", "mask"), "label"))
     messages: list[str] = []
-    return labels, _geometry(path, arrays, len(labels), messages, required=False), messages
+    geometry = _geometry(path, arrays, len(labels), messages, required=False)
+    return LabelVolume(array=labels, geometry=geometry, source=path, warnings=messages)
 
 
 def write_npz(path: str | os.PathLike, *, spacing, positions, orientation, hu=None, labels=None) -> None:

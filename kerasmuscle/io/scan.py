@@ -164,6 +164,36 @@ class LabelMap:
         return np.flatnonzero(self.array.reshape(len(self.array), -1).max(axis=1) > 0)
 
 
+#: ``(spacing, positions, orientation)`` of a volume, as in :class:`Scan`.
+Geometry = tuple[tuple[float, float, float], np.ndarray, tuple[float, ...]]
+
+
+@dataclass(eq=False)
+class LabelVolume:
+    """What every label reader returns: a label volume on its own grid, before it is placed on a scan.
+
+    Args:
+        array: uint8 ``[slices, rows, cols]``; 0 is background.
+        geometry: ``(spacing, positions, orientation)``, or None when the file has none (an ``.npz``
+            without ``spacing``: it must then match a scan by shape).
+        source: the path that was read.
+        names: label value -> name as the file recorded it (DICOM SEG segment labels), else empty.
+        warnings: what the reader noticed.
+        frame_of_reference_uid: the DICOM frame of reference it was made on (DICOM SEG), else None.
+        referenced_series_uids: the series it says it segments (DICOM SEG).
+        referenced_sop_uids: per slice, the source images its frames cite (DICOM SEG).
+    """
+
+    array: np.ndarray
+    geometry: Geometry | None
+    source: str = ""
+    names: dict[int, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    frame_of_reference_uid: str | None = None
+    referenced_series_uids: list[str] = field(default_factory=list)
+    referenced_sop_uids: list[tuple[str, ...]] = field(default_factory=list)
+
+
 def slice_normal(orientation: tuple[float, ...] | np.ndarray) -> np.ndarray:
     """Unit normal of slices with the given six direction cosines."""
     o = np.asarray(orientation, float)

@@ -11,27 +11,23 @@ from __future__ import annotations
 import os
 import warnings
 from collections import defaultdict
-from typing import Any
 
 import numpy as np
 
 from kerasmuscle.errors import MissingExtraError, ReadError
-from kerasmuscle.io.dicom import functional_group
-from kerasmuscle.io.scan import Scan, check_axial, regular_spacing, slice_normal
+from kerasmuscle.io.dicom import SEG_SOP_CLASSES, functional_group
+from kerasmuscle.io.scan import LabelVolume, Scan, check_axial, regular_spacing, slice_normal
 from kerasmuscle.labels import CATEGORY, MUSCLE_LABELS, Label
 
-SEG_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7"}
-
-
-def read_seg(path: str | os.PathLike) -> dict[str, Any]:
+def read_seg(path: str | os.PathLike) -> LabelVolume:
     """Read a DICOM SEG into a label map on its own grid.
 
     Args:
         path: the SEG file.
 
     Returns:
-        A dict with ``array`` (uint8 ``[slice,row,col]``, value = segment number), ``spacing``,
-        ``positions``, ``orientation``, ``names`` (segment number -> label), ``frame_of_reference_uid``,
+        The :class:`~kerasmuscle.io.scan.LabelVolume`: ``array`` uint8 ``[slice,row,col]`` (value = segment
+        number), its geometry, ``names`` (segment number -> label), ``frame_of_reference_uid``,
         ``referenced_series_uids``, ``referenced_sop_uids`` (per slice, the source images its frames
         cite) and ``warnings``.
 
@@ -123,17 +119,17 @@ def read_seg(path: str | os.PathLike) -> dict[str, Any]:
     else:
         spacing_z = float(meas.get("SpacingBetweenSlices") or meas.get("SliceThickness") or 1.0)
     ref_series = [str(r.SeriesInstanceUID) for r in ds.get("ReferencedSeriesSequence", []) if "SeriesInstanceUID" in r]
-    return {
-        "array": array,
-        "spacing": (spacing_z, spacings[0][0], spacings[0][1]),
-        "positions": np.stack(slice_pos),
-        "orientation": tuple(float(v) for v in orientation),
-        "names": names,
-        "frame_of_reference_uid": str(ds.get("FrameOfReferenceUID", "")) or None,
-        "referenced_series_uids": ref_series,
-        "referenced_sop_uids": [tuple(sorted(r)) for r in slice_refs],
-        "warnings": messages,
-    }
+    return LabelVolume(
+        array=array,
+        geometry=((spacing_z, spacings[0][0], spacings[0][1]), np.stack(slice_pos),
+                  tuple(float(v) for v in orientation)),
+        source=path,
+        names=names,
+        warnings=messages,
+        frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "")) or None,
+        referenced_series_uids=ref_series,
+        referenced_sop_uids=[tuple(sorted(r)) for r in slice_refs],
+    )
 
 
 def _highdicom():

@@ -31,11 +31,27 @@ class ClassDice(keras.metrics.Metric):
         self.fn = self.add_variable((num_classes,), initializer="zeros", name="fn")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
+        """Add a batch's pixels to the counts.
+
+        Args:
+            y_true: integer labels ``[batch, rows, columns]``.
+            y_pred: probabilities ``[batch, rows, columns, classes]``.
+            sample_weight: None, or weights that broadcast to ``y_true`` once trailing axes are added: one
+                per image ``[batch]`` or one per pixel ``[batch, rows, columns]``. A pixel then counts as
+                its weight in TP, FP and FN (weight 0 leaves it out).
+        """
         c = self.num_classes
-        labels = ops.reshape(ops.cast(y_true, "int32"), (-1,))
+        y_true = ops.cast(y_true, "int32")
+        labels = ops.reshape(y_true, (-1,))
         pred = ops.reshape(ops.cast(ops.argmax(y_pred, axis=-1), "int32"), (-1,))
+        weights = None
+        if sample_weight is not None:
+            weights = ops.cast(sample_weight, "float32")
+            while len(weights.shape) < len(y_true.shape):
+                weights = ops.expand_dims(weights, -1)
+            weights = ops.reshape(ops.broadcast_to(weights, ops.shape(y_true)), (-1,))
         # One confusion matrix by bincount: far cheaper than one-hot products over every pixel.
-        confusion = ops.reshape(ops.bincount(labels * c + pred, minlength=c * c), (c, c))
+        confusion = ops.reshape(ops.bincount(labels * c + pred, weights=weights, minlength=c * c), (c, c))
         confusion = ops.cast(confusion, "float32")
         tp = ops.diagonal(confusion)
         self.tp.assign_add(tp)

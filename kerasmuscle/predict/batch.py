@@ -1,17 +1,19 @@
 """Predict many scans in one run: outputs per case, summary tables, resume, shards, bad inputs skipped.
 
 Every input gets a folder ``OUT/<case>/`` that is built under a temporary name and renamed into place when
-all of its files are written, so a finished case is exactly a folder without the ``.tmp-`` prefix. Running
-the same command again skips finished cases (unless ``overwrite``), so a killed batch resumes where it
-stopped. After the batch, ``OUT/measurements.csv`` (one row per case) and ``OUT/slices.csv`` (one row per
-measured slice) are rebuilt from every finished case in ``OUT``. numpy + ONNX Runtime only.
+all of its files are written, so a finished case is exactly a folder without the ``.tmp-`` prefix. Its
+``measurements.json`` records the settings that made it (:func:`case_settings`: input, model checksum,
+backend, precision, slices, heights, HU range, formats). Running the same command again skips a finished
+case only when those settings are the same; a case finished with other settings is refused, in one line
+that says what differs, unless ``overwrite`` redoes it. So a killed batch resumes where it stopped and a
+result always names the model and settings that made it. After the batch, ``OUT/measurements.csv`` (one row
+per case) and ``OUT/slices.csv`` (one row per measured slice) are rebuilt from every finished case in ``OUT``.
+The outputs themselves are the registry of :mod:`kerasmuscle.predict.outputs`. numpy + ONNX Runtime only.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
+import hashlib
 import os
 import re
 import time
@@ -20,29 +22,60 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from kerasmuscle.config import Config
+from kerasmuscle.core.slices import SliceError, SliceSelection
 from kerasmuscle.errors import KerasMuscleError, MissingExtraError, ReadError
-from kerasmuscle.core.slices import SliceSelection
-from kerasmuscle.fileutil import atomic_path, atomic_write_text, versions
+from kerasmuscle.fileutil import atomic_path, atomic_write_text, read_json, versions
+from kerasmuscle.predict.outputs import (CASE_FILE, DEFAULT_FORMATS, OUTPUT_FORMATS, CaseOutputs, choose_formats,
+                                         json_safe, parse_formats, slice_lines, slices_header, write_outputs)
 
-#: Output formats: label map as NIfTI or NPZ, DICOM SEG, PNG overlay, CSV and JSON measurements.
-OUTPUT_FORMATS = ("nifti", "npz", "seg", "png", "csv", "json")
-DEFAULT_FORMATS = ("nifti", "seg", "png", "csv", "json")
-CASE_FILE = "measurements.json"
 
-Progress = Callable[[str, str], None]
+@dataclass(frozen=True)
+class CaseEvent:
+    """What :func:`predict_batch` tells its ``progress`` callback after each input.
+
+    Args:
+        case: the case name.
+        status: ``"done"``, ``"skipped"`` (finished earlier with the same settings), ``"refused"`` (finished
+            earlier with other settings) or ``"failed"``.
+        message: for ``refused`` and ``failed`` the reason; for ``done`` a note (a height not found), or "".
+        number, total: this input's place in the batch (1-based) and the batch's size.
+    """
+
+    case: str
+    status: str
+    message: str
+    number: int
+    total: int
+
+
+Progress = Callable[[CaseEvent], None]
 
 
 @dataclass
 class BatchResult:
-    """What a batch did: finished, skipped (finished earlier) and failed inputs with their errors, and for
-    each finished case its seconds: ``total`` (read, predict, measure, write) and the parts of it."""
+    """What a batch did.
+
+    Args:
+        done, skipped: cases finished now, and finished earlier with the same settings.
+        refused: ``(input, message)`` of cases finished earlier with other settings (not redone).
+        failed: ``(input, message)`` of inputs that could not be predicted.
+        timings: for each case done, its seconds: ``total`` (read, predict, measure, write) and the parts.
+        notes: ``(case, note)``, such as a case that no row of the heights table matches.
+        no_height: cases done without a height although a heights table was given (SMI empty).
+        repeated: inputs given more than once (each is predicted once).
+        tables: the summary tables written (none when no case is finished).
+    """
 
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     timings: list[dict[str, float]] = field(default_factory=list)
+    notes: list[tuple[str, str]] = field(default_factory=list)
+    no_height: list[str] = field(default_factory=list)
+    repeated: list[str] = field(default_factory=list)
+    tables: list[Path] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -59,16 +92,62 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return int(m.group(1)), int(m.group(2))
 
 
-def parse_formats(text: str | Sequence[str] | None) -> list[str]:
-    """Parse a comma-separated format list (default: :data:`DEFAULT_FORMATS`)."""
-    if text is None:
-        return list(DEFAULT_FORMATS)
-    items = text.split(",") if isinstance(text, str) else list(text)
-    out = [i.strip().lower() for i in items if i.strip()]
-    bad = [f for f in out if f not in OUTPUT_FORMATS]
-    if bad or not out:
-        raise ValueError(f"format {bad[0] if bad else text!r}: formats are {', '.join(OUTPUT_FORMATS)}")
-    return list(dict.fromkeys(out))
+@dataclass(frozen=True)
+class PredictConfig(Config):
+    """How :func:`kerasmuscle.predict.predict_batch` segments and measures (``kerasmuscle predict``'s options,
+    as typed values).
+
+    Args:
+        slices: a :class:`~kerasmuscle.core.slices.SliceSelection` (None: every slice).
+        height: the patient height in metres for every input (for the skeletal muscle index).
+        heights: a CSV of heights per case (see :func:`kerasmuscle.core.measure.read_heights`).
+        formats: output names from :data:`kerasmuscle.predict.outputs.OUTPUT_FORMATS` (None: the defaults).
+        shard: ``(i, n)``: only every n-th input starting at the i-th (1-based), for parallel processes.
+        overwrite: redo cases that are finished already.
+        backend, precision, threads: for :meth:`~kerasmuscle.predict.Predictor.from_bundle`.
+        hu_range: the post-processing HU range instead of the bundle's.
+        postprocess: False keeps predicted muscle outside the HU range.
+    """
+
+    slices: SliceSelection | None = None
+    height: float | None = None
+    heights: str | None = None
+    formats: tuple[str, ...] | None = None
+    shard: tuple[int, int] | None = None
+    overwrite: bool = False
+    backend: str = "onnx"
+    precision: str = "float32"
+    threads: int | None = None
+    hu_range: tuple[float, float] | None = None
+    postprocess: bool = True
+
+    def __post_init__(self) -> None:
+        if self.heights is not None:
+            object.__setattr__(self, "heights", os.fspath(self.heights))
+        if isinstance(self.formats, str):
+            raise ValueError("formats must be a tuple of names, such as ('nifti', 'csv')")
+        if self.formats is not None:
+            object.__setattr__(self, "formats", tuple(self.formats))
+        if self.shard is not None:
+            i, n = self.shard
+            if not 1 <= i <= n:
+                raise ValueError(f"shard {i}/{n}: write i/n with 1 <= i <= n, for example 2/4")
+            object.__setattr__(self, "shard", (int(i), int(n)))
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be at least 1, got {self.threads}")
+        if self.hu_range is not None:
+            if len(self.hu_range) != 2 or self.hu_range[0] >= self.hu_range[1]:
+                raise ValueError(f"hu_range must be (low, high) with low < high, got {self.hu_range}")
+            object.__setattr__(self, "hu_range", (float(self.hu_range[0]), float(self.hu_range[1])))
+
+
+def _selection(value: SliceSelection | None) -> SliceSelection:
+    """``PredictConfig.slices`` as a SliceSelection (None: every slice)."""
+    if value is None:
+        return SliceSelection()
+    if isinstance(value, SliceSelection):
+        return value
+    raise SliceError(f"slices {value!r}: give a SliceSelection, for example SliceSelection.parse('43-45')")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -80,16 +159,16 @@ GENERIC_NAMES = {"dicom", "dcm", "series", "ct", "image", "images", "scan", "sca
 
 
 def case_name(path: str | os.PathLike) -> str:
-    """A folder name for an input: its file or folder name without .nii.gz/.nii/.npz/.dcm; a folder called
+    """A folder name for an input: its file or folder name without its format's suffix (.nii.gz, .nii, .npz,
+    .dcm: :func:`kerasmuscle.io.formats.strip_suffix`); a folder called
     ``dicom``, ``series``, ``ct``, ... is named after its parent (``case_0005/dicom`` -> ``case_0005``)."""
+    from kerasmuscle.io import formats
+
     full = Path(os.path.abspath(path))
     name = full.name
     if name.lower() in GENERIC_NAMES and full.parent.name:
         name = full.parent.name
-    for suffix in (".nii.gz", ".nii", ".npz", ".dcm"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
+    name = formats.strip_suffix(name)
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "case"
     return name
 
@@ -109,6 +188,33 @@ def case_names(inputs: Sequence[str | os.PathLike]) -> list[str]:
     return out
 
 
+def select_inputs(inputs: Sequence[str | os.PathLike], shard: tuple[int, int] | None = None
+                  ) -> tuple[list[tuple[str, str]], list[str]]:
+    """The inputs a batch predicts, each once, with their case names, and those given more than once.
+
+    An input given twice (the same file or folder by its real path) is predicted once; names are made after
+    that (:func:`case_names`), then ``shard`` ``(i, n)`` keeps every n-th input starting at the i-th.
+
+    Returns:
+        ``([(input, case name), ...], [input given more than once, ...])``.
+    """
+    first: dict[str, str] = {}
+    repeated: list[str] = []
+    for p in inputs:
+        key = os.path.realpath(p)
+        if key in first:
+            if first[key] not in repeated:
+                repeated.append(first[key])
+            continue
+        first[key] = os.fspath(p)
+    unique = list(first.values())
+    items = list(zip(unique, case_names(unique)))
+    if shard is not None:
+        i, n = shard
+        items = items[i - 1::n]
+    return items, repeated
+
+
 def check_output_folder(out: Path, inputs: Sequence[str | os.PathLike]) -> None:
     """Refuse an output folder inside an input folder (or the folder of a DICOM file input), where a
     DICOM SEG or label file would end up mixed with the source images.
@@ -116,12 +222,14 @@ def check_output_folder(out: Path, inputs: Sequence[str | os.PathLike]) -> None:
     Raises:
         KerasMuscleError: naming the input folder.
     """
+    from kerasmuscle.io import formats
+
     target = Path(os.path.realpath(out))
     for p in inputs:
         p = Path(os.path.realpath(p))
         if p.is_dir():
             guard = p
-        elif p.is_file() and not p.name.lower().endswith((".nii", ".nii.gz", ".npz")):
+        elif p.is_file() and not formats.is_volume_file(p):
             guard = p.parent  # a DICOM file: its folder holds the rest of the series
         else:
             continue
@@ -134,40 +242,78 @@ def check_output_folder(out: Path, inputs: Sequence[str | os.PathLike]) -> None:
 # one case
 
 
-def _fmt(value: Any) -> Any:
-    if isinstance(value, float):
-        return "" if np.isnan(value) else round(value, 4)
-    if isinstance(value, (list, tuple)):
-        return " ".join(str(_fmt(v)) for v in value)
-    return "" if value is None else value
+def case_settings(source: str, predictor, config: PredictConfig, formats: Sequence[str],
+                  heights_sha256: str | None) -> dict[str, Any]:
+    """What makes a finished case the same result: the input (real path), the model's checksum, backend and
+    precision, the slice selection, the height option and heights table (by checksum), the post-processing
+    HU range (None when off) and the outputs. Recorded in ``measurements.json``; a rerun skips a case only
+    when they are equal."""
+    return json_safe({
+        "input": os.path.realpath(source), "model_sha256": predictor.model_sha256, "backend": predictor.backend,
+        "precision": predictor.precision, "slices": _selection(config.slices).text(), "height_m": config.height,
+        "heights_sha256": heights_sha256, "hu_range": list(predictor.hu_range) if config.postprocess else None,
+        "formats": list(formats),
+    })
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return None if np.isnan(value) else round(float(value), 6)
-    return value
+def _runs(text: str) -> str:
+    """``43,44,45,50`` as ``43-45,50``; any other selection text as it is."""
+    if not re.fullmatch(r"\d+(,\d+)*", text):
+        return text
+    values, parts = [int(v) for v in text.split(",")], []
+    start = prev = values[0]
+    for v in [*values[1:], None]:
+        if v is not None and v == prev + 1:
+            prev = v
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        start = prev = v
+    return ",".join(parts)
+
+
+#: How each setting reads in a refusal.
+_SHOW: dict[str, Callable[[Any], str]] = {
+    "input": lambda v: f"input {v}",
+    "model_sha256": lambda v: f"model {str(v)[:12]}",
+    "backend": lambda v: f"backend {v}",
+    "precision": lambda v: f"precision {v}",
+    "slices": lambda v: f"slices {_runs(str(v))}",
+    "height_m": lambda v: "no height" if v is None else f"height {v:g} m",
+    "heights_sha256": lambda v: "no heights table" if v is None else f"heights table {str(v)[:8]}",
+    "hu_range": lambda v: "no post-processing" if v is None else f"HU range {v[0]:g}..{v[1]:g}",
+    "formats": lambda v: "formats " + ",".join(v),
+}
+
+
+def settings_change(old: dict[str, Any] | None, new: dict[str, Any]) -> str | None:
+    """None when a case finished with settings ``old`` is the result ``new`` asks for; else one line saying
+    what differs (``finished earlier with slices 43-45, precision float32; now slices 50-52, ...``)."""
+    if not isinstance(old, dict):
+        return "finished earlier without a record of its settings (an older kerasmuscle, or not a case folder)"
+    keys = [k for k in new if old.get(k) != new[k]]
+    if not keys:
+        return None
+    show = lambda d: ", ".join(_SHOW.get(k, lambda v, k=k: f"{k} {v}")(d.get(k)) for k in keys)  # noqa: E731
+    return f"finished earlier with {show(old)}; now {show(new)}"
 
 
 def case_record(name: str, source: str, prediction, case_row: dict[str, Any], slice_rows: list[dict[str, Any]],
-                height: tuple[float | None, str], predictor) -> dict[str, Any]:
+                height: tuple[float | None, str], predictor, settings: dict[str, Any],
+                notes: Sequence[str] = ()) -> dict[str, Any]:
     """The JSON record of one case: provenance, settings, the case measurements and every slice's."""
     scan = prediction.scan
     info = scan.dicom
-    return _json_safe({
+    return json_safe({
         "case": name,
         "input": os.path.abspath(source),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "model": prediction.model,
+        "settings": settings,
         "hu_window": list(predictor.preprocess.hu_window),
         "hu_range": list(prediction.hu_range) if prediction.hu_range else None,
         "height_m": height[0],
         "height_source": height[1],
+        "notes": list(notes),
         "scan": {"shape": list(scan.shape), "spacing_mm": list(scan.spacing), "format": scan.format,
                  "series_uid": info.series_uid if info else None, "study_uid": info.study_uid if info else None,
                  "patient_id": info.tags.get("patient_id") if info else None, "warnings": list(scan.warnings)},
@@ -179,67 +325,10 @@ def case_record(name: str, source: str, prediction, case_row: dict[str, Any], sl
     })
 
 
-def qc_picture(prediction, slice_rows: list[dict[str, Any]], max_tiles: int = 6) -> np.ndarray:
-    """Contact sheet: for up to ``max_tiles`` measured slices (those with most muscle), the CT in a soft-tissue
-    window and the same slice with the labels in the paper's colours and the left-right midline in white."""
-    from kerasmuscle.report import contact_sheet, overlay, window
-
-    rows = sorted(slice_rows, key=lambda r: -(r.get("sma_cm2") or 0.0))[:max_tiles]
-    rows = sorted(rows, key=lambda r: r["slice_index"])
-    tiles, titles = [], []
-    for r in rows:
-        z = int(r["slice_index"])
-        grey = window(prediction.scan.hu[z])
-        coloured = overlay(grey, prediction.labels[z], alpha=0.45)
-        col = int(round(r["midline_col"]))
-        if 0 <= col < coloured.shape[1]:
-            coloured[::3, col] = 255
-        tiles += [overlay(grey), coloured]
-        titles += [f"slice {z}", f"SMA {r['sma_cm2']:.1f} cm2"]
-    return contact_sheet(tiles, columns=2, titles=titles, tile_size=384)
-
-
-def write_case(folder: Path, name: str, source: str, prediction, predictor, formats: Sequence[str],
-               height: tuple[float | None, str]) -> dict[str, Any]:
-    """Measure one prediction and write its outputs into ``folder`` (which must be new and empty)."""
-    from kerasmuscle.core.measure import columns, measure_case
-
-    scan = prediction.scan
-    slice_rows, case_row = measure_case(scan, prediction.labels, [int(i) for i in prediction.slices],
-                                        height_m=height[0])
-    record = case_record(name, source, prediction, case_row, slice_rows, height, predictor)
+def write_case(folder: Path, case: CaseOutputs, formats: Sequence[str]) -> list[str]:
+    """Write one measured case's outputs into ``folder`` (which must be new); returns the formats written."""
     folder.mkdir(parents=True)
-    if "nifti" in formats:
-        from kerasmuscle.io.nifti import write_nifti
-
-        write_nifti(folder / "labels.nii.gz", prediction.labels, scan.affine)
-    if "npz" in formats:
-        from kerasmuscle.io.npz import write_npz
-
-        write_npz(folder / "labels.npz", spacing=scan.spacing, positions=scan.positions,
-                  orientation=scan.orientation, labels=prediction.labels)
-    if "seg" in formats and scan.dicom is not None:
-        from kerasmuscle.io.seg import write_seg
-
-        model = prediction.model
-        write_seg(folder / "seg.dcm", prediction.labels, scan,
-                  series_description=f"kerasmuscle muscle {model.get('bundle', '')}"[:64],
-                  algorithm_name="kerasmuscle U-Net", omit_empty_frames=bool(prediction.labels.any()))
-    if "png" in formats:
-        from kerasmuscle.report import save_png
-
-        save_png(folder / "overlay.png", qc_picture(prediction, slice_rows), fast=True)
-    if "csv" in formats:
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        cols = columns(per_slice=True)
-        writer.writerow(["case", *cols])
-        for r in slice_rows:
-            writer.writerow([name, *(_fmt(r[c]) for c in cols)])
-        (folder / "slices.csv").write_text(buf.getvalue(), encoding="utf-8")
-    # Always written: it marks what the case was made with, and the summary tables are built from it.
-    (folder / CASE_FILE).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    return record
+    return write_outputs(folder, case, formats)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -250,26 +339,32 @@ SUMMARY_EXTRA = ("case", "input", "bundle", "model_sha256", "backend", "precisio
                  "height_source", "slice_locations_mm", "series_uid", "kerasmuscle", "onnxruntime")
 
 
-def write_summaries(out: Path) -> int:
-    """Rebuild ``measurements.csv`` and ``slices.csv`` in ``out`` from every finished case; returns the count."""
-    from kerasmuscle.core.measure import columns
-
+def finished_records(out: Path) -> list[dict[str, Any]]:
+    """The records of every finished case in ``out``, by case name (unreadable ones left out)."""
     records = []
     for path in sorted(out.glob(f"*/{CASE_FILE}")):
         if path.parent.name.startswith(".tmp-"):
             continue
         try:
-            records.append(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, json.JSONDecodeError):
+            record = read_json(path)
+        except KerasMuscleError:
             continue
+        if isinstance(record, dict) and "measurements" in record:
+            records.append(record)
+    return records
+
+
+def write_summaries(out: Path) -> list[Path]:
+    """Rebuild ``measurements.csv`` and ``slices.csv`` in ``out`` from every finished case; returns the tables
+    written (none, and nothing written, when no case is finished)."""
+    from kerasmuscle.core.measure import columns
+    from kerasmuscle.report.tables import csv_text
+
+    records = finished_records(out)
+    if not records:
+        return []
     case_cols = columns(per_slice=False)
-    slice_cols = columns(per_slice=True)
-    cases = io.StringIO()
-    w = csv.writer(cases, lineterminator="\n")
-    w.writerow(["case", *case_cols, *SUMMARY_EXTRA[1:]])
-    slices = io.StringIO()
-    ws = csv.writer(slices, lineterminator="\n")
-    ws.writerow(["case", *slice_cols, "model_sha256"])
+    cases, slices = [], []
     for rec in records:
         m, model = rec["measurements"], rec["model"]
         extra = {"input": rec["input"], "bundle": model.get("bundle"), "model_sha256": model.get("model_sha256"),
@@ -278,37 +373,97 @@ def write_summaries(out: Path) -> int:
                  "height_source": rec.get("height_source"), "slice_locations_mm": rec.get("slice_locations_mm"),
                  "series_uid": rec["scan"].get("series_uid"), "kerasmuscle": rec["versions"].get("kerasmuscle"),
                  "onnxruntime": rec["versions"].get("onnxruntime")}
-        w.writerow([rec["case"], *(_fmt(m.get(c)) for c in case_cols), *(_fmt(extra[c]) for c in SUMMARY_EXTRA[1:])])
-        for r in rec["slices"]:
-            ws.writerow([rec["case"], *(_fmt(r.get(c)) for c in slice_cols), model.get("model_sha256")])
-    atomic_write_text(out / "measurements.csv", cases.getvalue())
-    atomic_write_text(out / "slices.csv", slices.getvalue())
-    return len(records)
+        cases.append([rec["case"], *(m.get(c) for c in case_cols), *(extra[c] for c in SUMMARY_EXTRA[1:])])
+        slices += slice_lines(rec["case"], rec["slices"], model.get("model_sha256"))
+    tables = [out / "measurements.csv", out / "slices.csv"]
+    atomic_write_text(tables[0], csv_text(["case", *case_cols, *SUMMARY_EXTRA[1:]], cases))
+    atomic_write_text(tables[1], csv_text(slices_header("model_sha256"), slices))
+    return tables
 
 
-def predict_batch(inputs: Sequence[str | os.PathLike], model: str | os.PathLike, out: str | os.PathLike, *,
-                  slices: str | None = None, height: float | None = None, heights: str | os.PathLike | None = None,
-                  formats: str | Sequence[str] | None = None, shard: str | None = None, overwrite: bool = False,
-                  backend: str = "onnx", precision: str = "float32", threads: int | None = None,
-                  hu_range: tuple[float, float] | None = None, postprocess: bool = True,
-                  progress: Progress | None = None) -> BatchResult:
+def _sha256(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@dataclass
+class _Batch:
+    """The parts of a batch every case uses."""
+
+    predictor: Any
+    config: PredictConfig
+    formats: tuple[str, ...]
+    table: dict[str, float] | None
+    heights_sha256: str | None
+
+    def run(self, source: str, name: str, folder: Path, result: BatchResult) -> tuple[str, str]:
+        """Predict, measure and write one case into ``folder``; returns its (status, message)."""
+        from kerasmuscle.core.measure import measure_case, resolve_height
+
+        settings = case_settings(source, self.predictor, self.config, self.formats, self.heights_sha256)
+        if folder.exists() and not self.config.overwrite:
+            change = settings_change(_record_settings(folder), settings)
+            if change is None:
+                result.skipped.append(name)
+                return "skipped", ""
+            result.refused.append((source, f"{name}: {change}: pass --overwrite to redo it"))
+            return "refused", f"{change}: pass --overwrite to redo it"
+        started = time.perf_counter()
+        try:
+            prediction = self.predictor.predict(source, _selection(self.config.slices),
+                                                postprocess=self.config.postprocess)
+            keys = [name, case_name(source)]
+            if prediction.scan.dicom is not None and prediction.scan.dicom.tags.get("patient_id"):
+                keys.append(prediction.scan.dicom.tags["patient_id"])
+            height = resolve_height(self.config.height, self.table, keys, prediction.scan)
+            notes = [self._height_note(keys, height)] if self.table is not None and height[1] != "csv" else []
+            slice_rows, case_row = measure_case(prediction.scan, prediction.labels,
+                                                [int(i) for i in prediction.slices], height_m=height[0])
+            record = case_record(name, source, prediction, case_row, slice_rows, height, self.predictor,
+                                 settings, notes)
+            with atomic_path(folder, overwrite=True) as tmp:
+                write_case(tmp, CaseOutputs(name, prediction, slice_rows, case_row, record), self.formats)
+        except (KerasMuscleError, ValueError, MissingExtraError, OSError) as exc:
+            message = str(exc)
+            if not (isinstance(exc, ReadError) or message.startswith(source)):
+                message = f"{source}: {message}"
+            result.failed.append((source, message))
+            return "failed", message
+        result.done.append(name)
+        result.timings.append({"total": time.perf_counter() - started, **prediction.seconds})
+        result.notes += [(name, n) for n in notes]
+        if height[0] is None and self.table is not None:
+            result.no_height.append(name)
+        return "done", "; ".join(notes)
+
+    def _height_note(self, keys: Sequence[str], height: tuple[float | None, str]) -> str:
+        table = Path(self.config.heights or "").name
+        what = "used DICOM PatientSize" if height[1] == "dicom" else "SMI left empty"
+        return f"no row of {table} matches {', '.join(dict.fromkeys(keys))}: {what}"
+
+
+def _record_settings(folder: Path) -> dict[str, Any] | None:
+    try:
+        record = read_json(folder / CASE_FILE)
+    except KerasMuscleError:
+        return None
+    return record.get("settings") if isinstance(record, dict) else None
+
+
+def predict_batch(inputs: Sequence[str | os.PathLike], model: str | os.PathLike, out: str | os.PathLike,
+                  config: PredictConfig | None = None, *, progress: Progress | None = None) -> BatchResult:
     """Segment and measure many scans with one bundle.
 
     Args:
-        inputs: scans: DICOM series folders, DICOM files, NIfTI or NPZ files.
+        inputs: scans: DICOM series folders, DICOM files, NIfTI or NPZ files. One given twice is predicted once.
         model: the bundle folder.
         out: the output folder (never inside an input folder).
-        slices: which slices: a :class:`~kerasmuscle.core.slices.SliceSelection` or its text (default: all).
-        height: the patient height in metres for every input (for the skeletal muscle index).
-        heights: a CSV of heights per case (see :func:`kerasmuscle.core.measure.read_heights`); looked up by case
-            name, input name and DICOM PatientID. DICOM PatientSize is used when neither gives one.
-        formats: outputs, from :data:`OUTPUT_FORMATS` (default :data:`DEFAULT_FORMATS`; ``seg`` applies to
-            DICOM inputs only).
-        shard: ``i/n``: process only every n-th input starting at the i-th (for parallel processes).
-        overwrite: redo cases that are finished already.
-        backend, precision, threads: for :meth:`~kerasmuscle.predict.Predictor.from_bundle`.
-        hu_range: the post-processing HU range instead of the bundle's; ``postprocess=False`` turns it off.
-        progress: called with ``(case, status)`` after every input (status ``done``, ``skipped`` or the error).
+        config: slices, heights, outputs, shard, overwrite, runtime and post-processing
+            (:class:`PredictConfig`; default: every slice, the default outputs).
+        progress: called with a :class:`CaseEvent` after every input.
+
+    A case folder that exists already is skipped when its recorded settings (:func:`case_settings`) are
+    those asked for now, refused (in ``BatchResult.refused``) when they differ, and redone when
+    ``config.overwrite``.
 
     Returns:
         The :class:`BatchResult`. Errors in single inputs are collected there, not raised.
@@ -316,66 +471,33 @@ def predict_batch(inputs: Sequence[str | os.PathLike], model: str | os.PathLike,
     Raises:
         BundleError: the bundle cannot be used (missing, altered).
         KerasMuscleError / ValueError: bad options, or ``out`` inside an input folder.
+        MissingExtraError: an output asked for needs an extra that is not installed.
     """
-    from kerasmuscle.core.measure import check_height, read_heights, resolve_height
+    from kerasmuscle.core.measure import check_height, read_heights
     from kerasmuscle.predict.predictor import Predictor
 
-    selection = slices if isinstance(slices, SliceSelection) else SliceSelection.parse(slices)
-    chosen_formats = parse_formats(formats)
-    part = parse_shard(shard)
-    if height is not None:
-        check_height(height)
-    table = read_heights(heights) if heights else None
+    config = config if config is not None else PredictConfig()
+    _selection(config.slices)
+    formats = choose_formats(config.formats)
+    if config.height is not None:
+        check_height(config.height)
+    table = read_heights(config.heights) if config.heights else None
     out = Path(out)
     check_output_folder(out, inputs)
-    if "seg" in chosen_formats and formats is not None:
-        from kerasmuscle.io.seg import _highdicom
-
-        _highdicom()  # asked for explicitly: fail now rather than on every case
-    elif "seg" in chosen_formats:
-        try:
-            import highdicom  # noqa: F401
-        except ImportError:
-            chosen_formats.remove("seg")
-    predictor = Predictor.from_bundle(model, backend, precision=precision, threads=threads, hu_range=hu_range)
-    names = case_names(inputs)
-    items = list(zip(inputs, names))
-    if part is not None:
-        i, n = part
-        items = items[i - 1::n]
+    predictor = Predictor.from_bundle(model, config.backend, precision=config.precision, threads=config.threads,
+                                      hu_range=config.hu_range)
+    batch = _Batch(predictor, config, formats, table, _sha256(config.heights) if config.heights else None)
+    items, repeated = select_inputs(inputs, config.shard)
     out.mkdir(parents=True, exist_ok=True)
-    result = BatchResult()
-    for source, name in items:
-        folder = out / name
-        if folder.exists() and not overwrite:
-            result.skipped.append(name)
-            if progress:
-                progress(name, "skipped")
-            continue
-        started = time.perf_counter()
-        try:
-            prediction = predictor.predict(source, selection, postprocess=postprocess)
-            keys = [name, case_name(source)]
-            if prediction.scan.dicom is not None and prediction.scan.dicom.tags.get("patient_id"):
-                keys.append(prediction.scan.dicom.tags["patient_id"])
-            resolved = resolve_height(height, table, keys, prediction.scan)
-            with atomic_path(folder, overwrite=True) as tmp:
-                write_case(tmp, name, os.fspath(source), prediction, predictor, chosen_formats, resolved)
-        except (KerasMuscleError, ValueError, MissingExtraError, OSError) as exc:
-            message = str(exc)
-            if not (isinstance(exc, ReadError) or message.startswith(os.fspath(source))):
-                message = f"{source}: {message}"
-            result.failed.append((os.fspath(source), message))
-            if progress:
-                progress(name, message)
-            continue
-        result.done.append(name)
-        result.timings.append({"total": time.perf_counter() - started, **prediction.seconds})
+    result = BatchResult(repeated=repeated)
+    for number, (source, name) in enumerate(items, start=1):
+        status, message = batch.run(source, name, out / name, result)
         if progress:
-            progress(name, "done")
-    write_summaries(out)
+            progress(CaseEvent(name, status, message, number, len(items)))
+    result.tables = write_summaries(out)
     return result
 
 
-__all__ = ["BatchResult", "OUTPUT_FORMATS", "case_names", "parse_formats", "parse_shard",
-           "predict_batch", "write_case", "write_summaries"]
+__all__ = ["BatchResult", "CaseEvent", "DEFAULT_FORMATS", "OUTPUT_FORMATS", "case_names", "case_settings",
+           "parse_formats", "parse_shard", "predict_batch", "select_inputs", "settings_change", "write_case",
+           "write_summaries"]

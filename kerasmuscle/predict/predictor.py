@@ -80,19 +80,21 @@ class Predictor:
     (use one per thread, each with its own ``threads``).
     """
 
-    def __init__(self, model, metadata: dict[str, Any], *, path: str = "", backend: str = "onnx",
-                 precision: str = "float32", model_sha256: str = "", hu_range: tuple[float, float] | None = None):
+    def __init__(self, model, metadata: _bundle.BundleMetadata | dict[str, Any], *, path: str = "",
+                 backend: str = "onnx", precision: str = "float32", model_sha256: str = "",
+                 hu_range: tuple[float, float] | None = None):
         self.model = model
-        self.metadata = metadata
+        if not isinstance(metadata, _bundle.BundleMetadata):
+            metadata = _bundle.BundleMetadata.from_dict(metadata, path or None)
+        self.metadata: _bundle.BundleMetadata = metadata
         self.path = path
         self.backend = backend
         self.precision = precision
         self.model_sha256 = model_sha256
-        pre = metadata["preprocessing"]
-        self.preprocess = PreprocessConfig(image_size=int(pre["image_size"]), channels=int(pre["channels"]),
-                                           hu_window=tuple(float(v) for v in pre["hu_window"]))
-        self.hu_range = tuple(float(v) for v in (hu_range or metadata["postprocess"]["hu_range"]))
-        self.num_classes = len(metadata["labels"])
+        pre = metadata.preprocessing
+        self.preprocess = PreprocessConfig(image_size=pre.image_size, channels=pre.channels, hu_window=pre.hu_window)
+        self.hu_range = tuple(float(v) for v in (hu_range or metadata.postprocess.hu_range))
+        self.num_classes = len(metadata.labels)
 
     @classmethod
     def from_bundle(cls, path: str | os.PathLike, backend: str = "onnx", *, precision: str = "float32",
@@ -120,7 +122,7 @@ class Predictor:
         meta = _bundle.read_metadata(root)
         if backend not in BACKENDS:
             raise KerasMuscleError(f"unknown backend {backend!r}; backends are {', '.join(BACKENDS)}")
-        shipped = meta.get("files", {})
+        shipped = meta.files
         if precision == "fastest":
             reduced = [p for p, key in BACKENDS[backend].items() if p != "float32" and key in shipped]
             precision = reduced[0] if reduced else "float32"
@@ -128,7 +130,7 @@ class Predictor:
             raise KerasMuscleError(f"backend {backend} has precisions {', '.join(BACKENDS[backend])}, not {precision!r}")
         key = BACKENDS[backend][precision]
         if key not in shipped:
-            why = meta.get("reduced_precision", {}).get(key, {}).get("reason")
+            why = meta.reason_missing(key)
             raise _bundle.BundleError(root, f"has no {backend} {precision} model"
                                             + (f" ({why})" if why else " (export it with that format)"))
         sums = _bundle.verify(root) if verify else _bundle.read_checksums(root)
@@ -140,7 +142,7 @@ class Predictor:
     @property
     def info(self) -> dict[str, Any]:
         """Provenance recorded with every result: bundle name and path, backend, precision, model checksum."""
-        return {"bundle": self.metadata.get("name", ""), "bundle_path": self.path, "backend": self.backend,
+        return {"bundle": self.metadata.name, "bundle_path": self.path, "backend": self.backend,
                 "precision": self.precision, "model_sha256": self.model_sha256}
 
     def select_slices(self, scan, slices: Sequence[int] | None = None,

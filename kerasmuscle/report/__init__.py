@@ -4,6 +4,8 @@ drawing). numpy and Pillow at import."""
 
 from __future__ import annotations
 
-from kerasmuscle.report.overlay import SOFT_TISSUE, contact_sheet, overlay, save_png, window
+from kerasmuscle.report.overlay import (SOFT_TISSUE, body_box, body_tiles, contact_sheet, crop, legend, overlay,
+                                       qc_picture, save_png, side_markers, window)
 
-__all__ = ["SOFT_TISSUE", "contact_sheet", "overlay", "save_png", "window"]
+__all__ = ["SOFT_TISSUE", "body_box", "body_tiles", "contact_sheet", "crop", "legend", "overlay", "qc_picture",
+           "save_png", "side_markers", "window"]

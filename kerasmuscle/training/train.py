@@ -24,6 +24,7 @@ import csv
 import functools
 import math
 import os
+import platform
 import time
 import warnings
 from pathlib import Path
@@ -40,11 +41,54 @@ from kerasmuscle.labels import MUSCLE_LABELS
 Log = Callable[[str], None]
 
 
+#: Fields a run may change when it is resumed: more epochs, and the thread count of another machine.
+RESUMABLE_CHANGES = ("epochs", "threads")
+
+
+def resolve_config(run: str | os.PathLike, config_path: str | os.PathLike | None = None, *,
+                   preset: str | None = None, channels: int | None = None, image_size: int | None = None,
+                   **changes: Any) -> TrainConfig:
+    """The settings a ``kerasmuscle train`` command asks for, merged in one place.
+
+    The base is the TrainConfig file ``config_path`` when given, else the run's stored ``config.json``
+    when the run exists, else the defaults. Then ``preset`` (a key of :data:`~kerasmuscle.config.PRESETS`,
+    keeping the base's input channels), ``channels`` (network and preprocessing together), ``image_size``
+    and any other :class:`TrainConfig` fields in ``changes`` (None values are left out) are applied.
+
+    Returns:
+        The config (not written; :func:`train_run` checks it against a stored one).
+
+    Raises:
+        ConfigError: an unknown field, preset or invalid value, naming it.
+    """
+    from kerasmuscle.config import UNetConfig
+
+    stored = Path(run) / "config.json"
+    if config_path is not None:
+        base = TrainConfig.load(config_path)
+    else:
+        base = TrainConfig.load(stored) if stored.is_file() else TrainConfig()
+    changes = {k: v for k, v in changes.items() if v is not None}
+    unknown = sorted(k for k in changes if k not in TrainConfig.__dataclass_fields__ or k in ("model", "preprocess"))
+    if unknown:
+        raise ConfigError(f"resolve_config: {', '.join(unknown)} cannot be changed here; "
+                          "use preset, channels and image_size, or a config file")
+    try:
+        model = UNetConfig.preset(preset, input_channels=base.model.input_channels) if preset else base.model
+        if channels is not None:
+            model = model.replace(input_channels=int(channels))
+        preprocess = base.preprocess.replace(channels=model.input_channels,
+                                             **({"image_size": image_size} if image_size is not None else {}))
+        return base.replace(model=model, preprocess=preprocess, **changes)
+    except ValueError as exc:  # ConfigError is one
+        raise ConfigError(str(exc)) from None
+
+
 def run_config(run: Path, config: TrainConfig | None) -> TrainConfig:
     """The run's config: the stored one when ``run`` has one, else ``config`` (or the defaults).
 
-    A stored config wins; a different ``config`` is an error naming the fields, except ``epochs``
-    (a run may be extended). Nothing is written here.
+    A stored config wins; a different ``config`` is an error naming the fields, except those of
+    :data:`RESUMABLE_CHANGES` (a run may be extended, or resumed on another machine). Nothing is written here.
     """
     stored_path = run / "config.json"
     if not stored_path.is_file():
@@ -52,9 +96,9 @@ def run_config(run: Path, config: TrainConfig | None) -> TrainConfig:
     stored = TrainConfig.load(stored_path)
     if config is None:
         return stored
-    if config.replace(epochs=stored.epochs) != stored:
+    if config.replace(**{k: getattr(stored, k) for k in RESUMABLE_CHANGES}) != stored:
         a, b = stored.to_dict(), config.to_dict()
-        changed = [k for k in a if a[k] != b[k] and k != "epochs"]
+        changed = [k for k in a if a[k] != b[k] and k not in RESUMABLE_CHANGES]
         raise ConfigError(f"{run}: this run was made with other settings ({', '.join(changed)} differ); "
                           "resume it without them, or train into a new --out folder")
     return config
@@ -73,6 +117,58 @@ def run_splits(run: Path, cases: Sequence[Case], config: TrainConfig) -> tuple[d
         return make_splits(cases, config.folds, config.seed, config.tune_fraction), True
     except ValueError as exc:
         raise KerasMuscleError(f"{run}: {exc}") from None
+
+
+def _cpu_name() -> str | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            return next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), None)
+    except OSError:
+        return platform.processor() or None
+
+
+def _default_threads() -> int:
+    """TensorFlow's intra-op thread count when none is set: TF_NUM_INTRAOP_THREADS, else every core this
+    process may run on."""
+    env = os.environ.get("TF_NUM_INTRAOP_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def configure_determinism(config: TrainConfig, log: Log = print) -> dict[str, Any]:
+    """Make this process's training a function of the seed and the thread count, and say how.
+
+    Sets TensorFlow's intra-op threads to ``config.threads`` (when given) and, with ``config.deterministic``,
+    enables op determinism (measured to cost nothing here). The seeds are set per fold
+    (``keras.utils.set_random_seed(seed * 1000 + fold)``) and the input pipeline is deterministic by
+    construction (:func:`~kerasmuscle.data.pipeline.make_dataset`). The thread count can be set only before
+    TensorFlow's first operation in a process; when it is too late, a line says so and training goes on
+    with the running count (which is what gets recorded).
+
+    Returns:
+        What the run's ``manifest.json`` records under ``determinism``.
+    """
+    _, tf = import_keras()
+    threading = tf.config.threading
+    running = threading.get_intra_op_parallelism_threads() or _default_threads()
+    if config.threads is not None and config.threads != running:
+        try:
+            threading.set_intra_op_parallelism_threads(config.threads)
+            running = config.threads
+        except RuntimeError:
+            log(f"threads={config.threads}: TensorFlow already runs with {running} intra-op threads in this "
+                f"process, so training uses {running} (other weights than with {config.threads}); start a new "
+                "process to choose")
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    return {
+        "seed": config.seed, "fold_seed": "seed * 1000 + fold", "op_determinism": bool(config.deterministic),
+        "intra_op_threads": int(running), "threads_setting": config.threads, "tf_data_deterministic": True,
+        # oneDNN's kernels (on unless TF_ENABLE_ONEDNN_OPTS=0) and the CPU's instruction set change the
+        # rounding, hence the weights, as the thread count does.
+        "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"), "cpu": _cpu_name(),
+    }
 
 
 @functools.lru_cache(maxsize=None)
@@ -190,7 +286,7 @@ def read_history(path: Path, upto_epoch: int) -> list[dict]:
 
 
 def train_fold(run: Path, fold: int, config: TrainConfig, splits: dict[str, Any], slices, *,
-               verbose: int = 1, log: Log = print) -> dict[str, Any]:
+               verbose: int = 1, log: Log = print, threads: int | None = None) -> dict[str, Any]:
     """Train (or resume) one fold of a run.
 
     Args:
@@ -202,6 +298,8 @@ def train_fold(run: Path, fold: int, config: TrainConfig, splits: dict[str, Any]
         verbose: Keras progress: 0 a short line per epoch through ``log``, 1 Keras' progress bar, 2 Keras'
             line per epoch.
         log: where to print progress lines.
+        threads: the intra-op thread count training runs with, recorded in ``state.json`` (see
+            :func:`configure_determinism`).
 
     Returns:
         The fold's final ``state.json`` content (best score and epoch, epochs run, seconds).
@@ -229,13 +327,13 @@ def train_fold(run: Path, fold: int, config: TrainConfig, splits: dict[str, Any]
     policy = "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
     keras.mixed_precision.set_global_policy(policy if config.mixed_precision else "float32")
     try:
-        return _fit_fold(run, fold, config, splits, train, tune, monitor, start, state, verbose, log)
+        return _fit_fold(run, fold, config, splits, train, tune, monitor, start, state, verbose, log, threads)
     finally:
         keras.mixed_precision.set_global_policy(previous)
 
 
 def _fit_fold(run: Path, fold: int, config: TrainConfig, splits: dict[str, Any], train, tune, monitor: str,
-              start: int, state: dict, verbose: int, log: Log) -> dict[str, Any]:
+              start: int, state: dict, verbose: int, log: Log, threads: int | None) -> dict[str, Any]:
     keras, _ = import_keras()
     from kerasmuscle.data.pipeline import make_dataset, steps_per_epoch
     from kerasmuscle.model import CUSTOM_OBJECTS, build_unet
@@ -277,7 +375,7 @@ def _fit_fold(run: Path, fold: int, config: TrainConfig, splits: dict[str, Any],
     state = run_state.state
     state.update(finished=True, epochs=config.epochs,
                  seconds=round(state.get("seconds", 0.0) + time.perf_counter() - started, 1),
-                 train_slices=len(train), tune_slices=len(tune), monitor=monitor)
+                 train_slices=len(train), tune_slices=len(tune), monitor=monitor, intra_op_threads=threads)
     if _is_chief(strategy):
         write_json(fold_dir / "state.json", state)
         # The last checkpoint only serves resuming; a finished fold keeps its best model.
@@ -318,8 +416,7 @@ def train_run(dataset: str | os.PathLike | None, run: str | os.PathLike, config:
     if fold is not None and not 0 <= fold < n_folds:
         raise KerasMuscleError(f"{run}: fold {fold} does not exist; splits.json has folds 0..{n_folds - 1}")
     folds = [fold] if fold is not None else list(range(n_folds))
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
+    determinism = configure_determinism(config, log)
     needed = sorted({c for k in folds for part in ("train", "tune") for c in splits["folds"][k][part]})
     by_id = {c.id: c for c in cases}
     log(f"{run}: {len(cases)} cases, {n_folds} folds; reading {len(needed)} cases")
@@ -330,14 +427,16 @@ def train_run(dataset: str | os.PathLike | None, run: str | os.PathLike, config:
     if new_splits:
         save_splits(splits, run / "splits.json")
     manifest.update(dataset=str(Path(dataset).resolve()), cases=len(cases), folds=n_folds, seed=config.seed,
-                    versions=versions("tensorflow", "keras"), devices=[d.name for d in tf.config.list_logical_devices()],
+                    versions=versions("tensorflow", "keras", "numpy"),
+                    devices=[d.name for d in tf.config.list_logical_devices()], determinism=determinism,
                     created=manifest.get("created") or time.strftime("%Y-%m-%dT%H:%M:%S"))
     write_json(run / "manifest.json", manifest)
     for k in folds:
-        state = train_fold(run, k, config, splits, slices, verbose=verbose, log=log)
+        state = train_fold(run, k, config, splits, slices, verbose=verbose, log=log,
+                           threads=determinism["intra_op_threads"])
         fold_slices = slices.subset(splits["folds"][k]["train"] + splits["folds"][k]["tune"])
         record = {key: state.get(key) for key in ("best", "best_epoch", "epoch", "seconds", "monitor",
-                                                  "train_slices", "tune_slices")}
+                                                  "train_slices", "tune_slices", "intra_op_threads")}
         record["data_sha256"] = fold_slices.sha256()
         # Several fold processes may share the run: re-read, merge, write through a temporary file.
         manifest = read_json(run / "manifest.json") or manifest
@@ -346,4 +445,5 @@ def train_run(dataset: str | os.PathLike | None, run: str | os.PathLike, config:
     return manifest
 
 
-__all__ = ["compile_model", "run_config", "run_splits", "train_fold", "train_run"]
+__all__ = ["RESUMABLE_CHANGES", "compile_model", "configure_determinism", "resolve_config", "run_config", "run_splits",
+           "train_fold", "train_run"]
