@@ -119,7 +119,9 @@ def bench_pipeline(slices, batch_size: int, seconds: float = 5.0) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="paper", choices=["paper", "classic"])
+    from kerasmuscle.config import PRESETS
+
+    parser.add_argument("--preset", default="paper", choices=list(PRESETS))
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=6, help="timed training steps (median reported)")
