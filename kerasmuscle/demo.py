@@ -93,14 +93,20 @@ def bundle_is_current(bundle: Path, model: Path) -> bool:
     return sums.get(ARTIFACTS["keras"]) == sha256_file(model)
 
 
+#: A fold whose Dice for a group stays below this on every held-out case has failed on that group.
+FAILED_DICE = 0.1
+
+
 def failed_groups(rows: list[dict]) -> list[dict[str, Any]]:
-    """Folds that found nothing of a muscle group: Dice 0 (or undefined) on every held-out case.
+    """Folds that learned (almost) nothing of a muscle group: Dice below :data:`FAILED_DICE` (or
+    undefined) on every held-out case.
 
     Args:
         rows: :func:`~kerasmuscle.training.evaluate_run`'s metric rows.
 
     Returns:
-        One ``{"fold", "group", "cases"}`` per fold and group, in fold order (post-processed scores).
+        One ``{"fold", "group", "cases", "best"}`` per fold and group, in fold order (post-processed
+        scores; ``best`` is the highest case Dice, 0.0 when the fold predicts none of the group).
     """
     from kerasmuscle.labels import MUSCLE_LABELS
 
@@ -109,9 +115,13 @@ def failed_groups(rows: list[dict]) -> list[dict[str, Any]]:
         if r["postprocess"] == "hu" and r["class"] != "combined":
             scores.setdefault((int(r["fold"]), r["class"]), []).append(float(r["dice"]))
     names = {lab.key: lab.short for lab in MUSCLE_LABELS}
-    return [{"fold": fold, "group": names.get(key, key), "cases": len(values)}
-            for (fold, key), values in sorted(scores.items())
-            if all(math.isnan(v) or v == 0.0 for v in values)]
+    out = []
+    for (fold, key), values in sorted(scores.items()):
+        known = [v for v in values if not math.isnan(v)]
+        if all(v < FAILED_DICE for v in known):
+            out.append({"fold": fold, "group": names.get(key, key), "cases": len(values),
+                        "best": max(known, default=0.0)})
+    return out
 
 
 def run_demo(out: str | os.PathLike = "demo", config: DemoConfig | None = None, *,
@@ -192,7 +202,8 @@ def run_demo(out: str | os.PathLike = "demo", config: DemoConfig | None = None, 
     by_id = {c.id: c for c in load_dataset(cohort)}
     inputs = [str(by_id[c].image) for c in held if c in by_id]
     log(f"[5/5] prediction with ONNX Runtime: {len(inputs)} held-out synthetic cases of fold {fold}"
-        + (f" and {dicom}" if dicom else "") + ("" if reused else " (earlier predictions redone)"))
+        + (f" and {dicom}" if dicom else "")
+        + (" (earlier predictions redone)" if not reused and (out / "predictions").exists() else ""))
     # A new bundle means a new model: predictions made with the old one are redone, never kept.
     predict = PredictConfig(overwrite=not reused)
     results = {"synthetic": predict_batch(inputs, bundle, out / "predictions" / "synthetic", predict)}
@@ -232,8 +243,12 @@ def describe(summary: dict[str, Any]) -> str:
         "  combined Dice         " + ", ".join(f"fold {k}: {v:.3f}" for k, v in summary["combined_dice_by_fold"].items()),
     ]
     for f in summary.get("failed_groups", []):
-        lines.append(f"  FOLD {f['fold']} FAILED ON    {f['group']}: Dice 0 on all {f['cases']} of its held-out cases "
-                     "(it predicts none of it); Table I's means include these zeros")
+        best = f.get("best", 0.0)
+        what = ("Dice 0 on all {n} of its held-out cases (it predicts none of it)" if best == 0.0 else
+                "Dice below {bar} on all {n} of its held-out cases (at best {best:.2f}: it learned almost none of it)")
+        lines.append(f"  FOLD {f['fold']} FAILED ON    {f['group']}: "
+                     + what.format(n=f["cases"], bar=FAILED_DICE, best=best)
+                     + "; Table I's means include these scores")
     lines += [
         f"  model bundle          {summary['bundle']}/ (fold {summary['exported_fold']}; ONNX, LiteRT, SavedModel"
         + ("; reused" if summary.get("bundle_reused") else "") + ")",

@@ -25,13 +25,13 @@ def test_tiny_end_to_end_run_writes_every_artifact(tmp_path, small_cohort):
     run = tmp_path / "run"
     runner = CliRunner()
     result = runner.invoke(cli, ["train", str(small_cohort), "--out", str(run), "--folds", "2", "--epochs", "1",
-                                 "--image-size", "64", "--batch-size", "4"])
+                                 "--image-size", "32", "--batch-size", "4"])
     assert result.exit_code == 0, result.output
     assert "next: kerasmuscle evaluate" in result.output
     for name in ("config.json", "splits.json", "manifest.json"):
         assert (run / name).is_file()
     config = TrainConfig.load(run / "config.json")
-    assert config.model == UNetConfig.preset("paper") and config.preprocess.image_size == 64
+    assert config.model == UNetConfig.preset("paper") and config.preprocess.image_size == 32
     for k in (0, 1):
         assert (run / f"fold_{k}" / "model.keras").is_file()
         rows = list(csv.DictReader(open(run / f"fold_{k}" / "history.csv")))
@@ -237,14 +237,19 @@ print("WEIGHTS", hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights(
 """
 
 
-def _train_in_a_new_process(cohort, run, cpus: str) -> str:
+def _train_in_new_processes(cohort, jobs: list[tuple[object, str]]) -> list[str]:
+    """Train fold 0 once per (run folder, CPU set), each in its own process, all at once; their weight hashes."""
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", _TRAIN_ONCE, str(cohort), str(run), cpus], capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return next(line.split()[1] for line in done.stdout.splitlines() if line.startswith("WEIGHTS"))
+    procs = [subprocess.Popen([sys.executable, "-c", _TRAIN_ONCE, str(cohort), str(run), cpus],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for run, cpus in jobs]
+    hashes = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+        hashes.append(next(line.split()[1] for line in out.splitlines() if line.startswith("WEIGHTS")))
+    return hashes
 
 
 def test_training_is_deterministic_for_a_seed_and_thread_count(tmp_path, small_cohort):
@@ -255,8 +260,7 @@ def test_training_is_deterministic_for_a_seed_and_thread_count(tmp_path, small_c
     cpus = sorted(os.sched_getaffinity(0))
     # Fresh processes, the second confined to one core (TensorFlow's default would then be 1 thread, and
     # other weights): threads=2 must give the same weights, epoch scores and learning rates bit for bit.
-    first = _train_in_a_new_process(small_cohort, tmp_path / "a", "all")
-    second = _train_in_a_new_process(small_cohort, tmp_path / "b", str(cpus[0]))
+    first, second = _train_in_new_processes(small_cohort, [(tmp_path / "a", "all"), (tmp_path / "b", str(cpus[0]))])
     assert first == second
 
     def history(run):
