@@ -75,21 +75,29 @@ def main() -> None:
 @click.option("--overwrite", is_flag=True, help="Replace OUT (and the --preview picture) if they exist.")
 @click.option("--preview", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write a PNG of up to six cases, with and without the label colours.")
+@click.option("--v2", "v2", is_flag=True,
+              help="Synthetic data v2 for training: every case a deformed anatomy with random intensities, "
+                   "written as NPZ (--config is then a SynthV2Config; image size default 256).")
 def synth(out: Path, cases: int, seed: int, workers: int | None, image_size: int | None, slices: int | None,
-          config_path: Path | None, seg: bool | None, overwrite: bool, preview: Path | None) -> None:
+          config_path: Path | None, seg: bool | None, overwrite: bool, preview: Path | None, v2: bool) -> None:
     """Make a synthetic L3 cohort: CT DICOM series, labels as NIfTI and DICOM SEG, dataset.json.
 
-    Synthetic data proves the machinery (reading, training, export), not clinical accuracy.
+    Synthetic data proves the machinery (reading, training, export), not clinical accuracy. With --v2
+    it makes training data instead (kerasmuscle.synth.v2): NPZ cases that `kerasmuscle train` reads.
 
     Example:
 
         kerasmuscle synth cohort --cases 20 --seed 1 --preview cohort.png
     """
-    from kerasmuscle.config import SynthConfig
+    from kerasmuscle.config import SynthConfig, SynthV2Config
     from kerasmuscle.synth.cohort import write_cohort
+    from kerasmuscle.synth.v2 import write_dataset
 
     _refuse_existing(preview, overwrite)
-    config = SynthConfig.load(config_path) if config_path else SynthConfig()
+    if v2 and seg:
+        raise click.BadParameter("--v2 writes NPZ cases; DICOM SEG is not made for them", param_hint="--seg")
+    kind = SynthV2Config if v2 else SynthConfig
+    config = kind.load(config_path) if config_path else kind()
     changes = {k: v for k, v in (("image_size", image_size), ("slices", slices)) if v is not None}
     if changes:
         try:
@@ -104,8 +112,12 @@ def synth(out: Path, cases: int, seed: int, workers: int | None, image_size: int
             bar.update(done - last[0])
             last[0] = done
 
-        dataset = write_cohort(out, cases=cases, seed=seed, config=config, workers=workers, seg=seg,
-                               overwrite=overwrite, progress=progress)
+        if v2:
+            dataset = write_dataset(out, samples=cases, seed=seed, config=config, workers=workers,
+                                    overwrite=overwrite, progress=progress)
+        else:
+            dataset = write_cohort(out, cases=cases, seed=seed, config=config, workers=workers, seg=seg,
+                                   overwrite=overwrite, progress=progress)
     elapsed = time.perf_counter() - start
     click.echo(f"wrote {cases} synthetic case(s) to {out} in {elapsed:.1f} s ({cases / elapsed:.1f} cases/s)")
     click.echo(f"dataset: {dataset}")
@@ -509,6 +521,8 @@ def predict(inputs: tuple[Path, ...], bundle: Path, out: Path, slices: str | Non
     if result.no_height:
         click.echo(f"note: {len(result.no_height)} case(s) without a height in {heights}, so no SMI: "
                    f"{', '.join(result.no_height)}")
+    for name, reasons in result.review:
+        click.echo(f"needs review: {name}: {reasons}")
     for _, message in result.refused:
         click.echo(f"refused: {message}", err=True)
     for _, message in result.failed:

@@ -209,6 +209,84 @@ class SynthConfig(Config):
             raise ValueError(f"contrast_phases must be a non-empty subset of {CONTRAST_PHASES}, got {self.contrast_phases}")
 
 
+@dataclass(frozen=True)
+class SynthV2Config(Config):
+    """How synthetic data v2 (:mod:`kerasmuscle.synth.v2`) varies: every sample its own anatomy, deformed
+    at label level, with random or realistic intensities and a random acquisition.
+
+    Args:
+        image_size: rows and columns of every slice.
+        slices: adjacent slices per sample (the network's input channels).
+        fov_mm: range of the field of view; spine-centred narrow fields are drawn from its low end.
+        narrow_fraction: share of samples with a narrow field centred on the spine (bodies cut at its edge).
+        spacing_mm: allowed pixel spacing; the field is clipped to ``image_size`` times this range.
+        level_mm: the middle slice lies up to this far above or below mid-L3. The anatomy's change with
+            level is modelled for L3 and its discs; beyond about 25 mm the psoas sinks into the vertebra,
+            so the L2 and L4 bodies (about ±40 mm) are not reached yet.
+        thickness_mm: range of slice thickness; each slice averages sub-slices over it (partial volume).
+        noise_hu: range of the noise standard deviation in soft tissue.
+        elastic_points: range of control points per side of the elastic field.
+        elastic_mm: range of the elastic displacement (standard deviation, mm).
+        scale: largest relative change of size (per axis, ±).
+        rotation_deg: largest in-plane rotation (±).
+        flip: chance of a left-right flip (labels follow; sides are mirrored anatomy, not a relabelling).
+        random_intensity: share of samples whose tissues get independent random means and SDs.
+        random_mean_hu: range of a tissue's mean in those samples.
+        random_sd_hu: largest tissue SD in those samples.
+        bias_hu: largest amplitude of the smooth additive bias field in those samples.
+        rim_absent: share of samples without fat rims around psoas and quadratus lumborum (thin and
+            broken otherwise).
+        quadratus_scale: range of quadratus lumborum's size factor.
+        cancellous_hu: range of cancellous bone attenuation (osteoporotic spines near 90 HU).
+        cortex_mm: range of cortical shell thickness.
+        metal: share of samples with a metal implant and its streaks.
+    """
+
+    image_size: int = 256
+    slices: int = 3
+    fov_mm: tuple[float, float] = (150.0, 500.0)
+    narrow_fraction: float = 0.15
+    spacing_mm: tuple[float, float] = (0.5, 3.0)
+    level_mm: float = 25.0
+    thickness_mm: tuple[float, float] = (1.0, 7.5)
+    noise_hu: tuple[float, float] = (5.0, 60.0)
+    elastic_points: tuple[int, int] = (8, 16)
+    elastic_mm: tuple[float, float] = (2.0, 8.0)
+    scale: float = 0.2
+    rotation_deg: float = 15.0
+    flip: float = 0.5
+    random_intensity: float = 0.3
+    random_mean_hu: tuple[float, float] = (-200.0, 300.0)
+    random_sd_hu: float = 40.0
+    bias_hu: float = 40.0
+    rim_absent: float = 0.5
+    quadratus_scale: tuple[float, float] = (0.3, 1.5)
+    cancellous_hu: tuple[float, float] = (40.0, 300.0)
+    cortex_mm: tuple[float, float] = (0.5, 2.0)
+    metal: float = 0.03
+
+    def __post_init__(self) -> None:
+        if self.image_size < 64 or self.image_size % 16:
+            raise ValueError(f"image_size must be a multiple of 16 and at least 64, got {self.image_size}")
+        if self.slices < 1:
+            raise ValueError(f"slices must be at least 1, got {self.slices}")
+        _check_range("fov_mm", self.fov_mm, 100.0, 700.0)
+        _check_range("spacing_mm", self.spacing_mm, 0.1, 5.0)
+        _check_range("thickness_mm", self.thickness_mm, 0.5, 10.0)
+        _check_range("noise_hu", self.noise_hu, 0.0, 200.0)
+        _check_range("elastic_points", self.elastic_points, 2, 64)
+        _check_range("elastic_mm", self.elastic_mm, 0.0, 30.0)
+        _check_range("random_mean_hu", self.random_mean_hu, -1000.0, 3000.0)
+        _check_range("quadratus_scale", self.quadratus_scale, 0.1, 3.0)
+        _check_range("cancellous_hu", self.cancellous_hu, 0.0, 1000.0)
+        _check_range("cortex_mm", self.cortex_mm, 0.1, 5.0)
+        if not 0.0 <= self.level_mm <= 60.0:
+            raise ValueError(f"level_mm must be within [0, 60], got {self.level_mm}")
+        for name in ("narrow_fraction", "flip", "random_intensity", "rim_absent", "metal"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be within [0, 1], got {getattr(self, name)}")
+
+
 #: Named U-Net architectures: name -> the :class:`UNetConfig` fields that differ from its defaults (the
 #: ``paper`` reading). :meth:`UNetConfig.preset` and the CLI's ``--preset`` choices read this table; a new
 #: preset is one entry here.
@@ -440,4 +518,4 @@ class TrainConfig(Config):
 
 
 __all__ = ["CONTRAST_PHASES", "PRESETS", "STRATEGIES", "AugmentConfig", "Config", "ConfigError", "LossConfig",
-           "PreprocessConfig", "SynthConfig", "TrainConfig", "UNetConfig"]
+           "PreprocessConfig", "SynthConfig", "SynthV2Config", "TrainConfig", "UNetConfig"]

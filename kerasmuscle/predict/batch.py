@@ -63,6 +63,7 @@ class BatchResult:
         timings: for each case done, its seconds: ``total`` (read, predict, measure, write) and the parts.
         notes: ``(case, note)``, such as a case that no row of the heights table matches.
         no_height: cases done without a height although a heights table was given (SMI empty).
+        review: ``(case, reasons)`` of the cases done in this call that the anatomy review marks "needs review".
         repeated: inputs given more than once (each is predicted once).
         tables: the summary tables written (none when no case is finished).
     """
@@ -74,6 +75,7 @@ class BatchResult:
     timings: list[dict[str, float]] = field(default_factory=list)
     notes: list[tuple[str, str]] = field(default_factory=list)
     no_height: list[str] = field(default_factory=list)
+    review: list[tuple[str, str]] = field(default_factory=list)
     repeated: list[str] = field(default_factory=list)
     tables: list[Path] = field(default_factory=list)
 
@@ -299,8 +301,9 @@ def settings_change(old: dict[str, Any] | None, new: dict[str, Any]) -> str | No
 
 def case_record(name: str, source: str, prediction, case_row: dict[str, Any], slice_rows: list[dict[str, Any]],
                 height: tuple[float | None, str], predictor, settings: dict[str, Any],
-                notes: Sequence[str] = ()) -> dict[str, Any]:
-    """The JSON record of one case: provenance, settings, the case measurements and every slice's."""
+                notes: Sequence[str] = (), review=None) -> dict[str, Any]:
+    """The JSON record of one case: provenance, settings, the case measurements and every slice's, and the
+    anatomy review (:func:`kerasmuscle.core.review.review_case`)."""
     scan = prediction.scan
     info = scan.dicom
     return json_safe({
@@ -320,6 +323,7 @@ def case_record(name: str, source: str, prediction, case_row: dict[str, Any], sl
         "slice_indices": [int(i) for i in prediction.slices],
         "slice_locations_mm": scan.slice_locations[prediction.slices].tolist(),
         "measurements": case_row,
+        "review": review.to_dict() if review is not None else None,
         "slices": slice_rows,
         "versions": versions("onnxruntime"),
     })
@@ -335,7 +339,9 @@ def write_case(folder: Path, case: CaseOutputs, formats: Sequence[str]) -> list[
 # the batch
 
 
-SUMMARY_EXTRA = ("case", "input", "bundle", "model_sha256", "backend", "precision", "hu_window", "hu_range",
+#: The first columns of ``measurements.csv`` (before the measurements) and the ones after them.
+SUMMARY_LEAD = ("case", "needs_review", "review_reasons")
+SUMMARY_EXTRA = ("input", "bundle", "model_sha256", "backend", "precision", "hu_window", "hu_range",
                  "height_source", "slice_locations_mm", "series_uid", "kerasmuscle", "onnxruntime")
 
 
@@ -367,16 +373,20 @@ def write_summaries(out: Path) -> list[Path]:
     cases, slices = [], []
     for rec in records:
         m, model = rec["measurements"], rec["model"]
-        extra = {"input": rec["input"], "bundle": model.get("bundle"), "model_sha256": model.get("model_sha256"),
+        review = rec.get("review") or {}
+        extra = {"needs_review": review.get("needs_review"),
+                 "review_reasons": "; ".join(f["message"] for f in review.get("flags", [])),
+                 "input": rec["input"], "bundle": model.get("bundle"), "model_sha256": model.get("model_sha256"),
                  "backend": model.get("backend"), "precision": model.get("precision"),
                  "hu_window": rec.get("hu_window"), "hu_range": rec.get("hu_range"),
                  "height_source": rec.get("height_source"), "slice_locations_mm": rec.get("slice_locations_mm"),
                  "series_uid": rec["scan"].get("series_uid"), "kerasmuscle": rec["versions"].get("kerasmuscle"),
                  "onnxruntime": rec["versions"].get("onnxruntime")}
-        cases.append([rec["case"], *(m.get(c) for c in case_cols), *(extra[c] for c in SUMMARY_EXTRA[1:])])
+        cases.append([rec["case"], extra["needs_review"], extra["review_reasons"], *(m.get(c) for c in case_cols),
+                      *(extra[c] for c in SUMMARY_EXTRA)])
         slices += slice_lines(rec["case"], rec["slices"], model.get("model_sha256"))
     tables = [out / "measurements.csv", out / "slices.csv"]
-    atomic_write_text(tables[0], csv_text(["case", *case_cols, *SUMMARY_EXTRA[1:]], cases))
+    atomic_write_text(tables[0], csv_text([*SUMMARY_LEAD, *case_cols, *SUMMARY_EXTRA], cases))
     atomic_write_text(tables[1], csv_text(slices_header("model_sha256"), slices))
     return tables
 
@@ -398,6 +408,7 @@ class _Batch:
     def run(self, source: str, name: str, folder: Path, result: BatchResult) -> tuple[str, str]:
         """Predict, measure and write one case into ``folder``; returns its (status, message)."""
         from kerasmuscle.core.measure import measure_case, resolve_height
+        from kerasmuscle.core.review import review_case
 
         settings = case_settings(source, self.predictor, self.config, self.formats, self.heights_sha256)
         if folder.exists() and not self.config.overwrite:
@@ -418,8 +429,10 @@ class _Batch:
             notes = [self._height_note(keys, height)] if self.table is not None and height[1] != "csv" else []
             slice_rows, case_row = measure_case(prediction.scan, prediction.labels,
                                                 [int(i) for i in prediction.slices], height_m=height[0])
+            review = review_case(prediction.scan, prediction.labels, prediction.slices, case_row,
+                                 raw_labels=prediction.raw_labels, midlines=[r["midline_col"] for r in slice_rows])
             record = case_record(name, source, prediction, case_row, slice_rows, height, self.predictor,
-                                 settings, notes)
+                                 settings, notes, review)
             with atomic_path(folder, overwrite=True) as tmp:
                 write_case(tmp, CaseOutputs(name, prediction, slice_rows, case_row, record), self.formats)
         except (KerasMuscleError, ValueError, MissingExtraError, OSError) as exc:
@@ -429,6 +442,8 @@ class _Batch:
             result.failed.append((source, message))
             return "failed", message
         result.done.append(name)
+        if review.needs_review:
+            result.review.append((name, review.reasons))
         result.timings.append({"total": time.perf_counter() - started, **prediction.seconds})
         result.notes += [(name, n) for n in notes]
         if height[0] is None and self.table is not None:

@@ -826,29 +826,53 @@ class SliceDrawer:
         _paint(tis, box, sd < 0, tissue, allow)
         return box, sd
 
+    #: Fat rims around quadratus lumborum and psoas (mm; 0: none) and the share of a rim left out in
+    #: gaps. Synthetic data v2 (:mod:`kerasmuscle.synth.v2`) varies them per sample; v1 keeps these.
+    ql_rim_mm = 1.2
+    psoas_rim_mm = 1.0
+    rim_gaps = 0.0
+
+    def _rim(self, tis: np.ndarray, star: Star, tissue: int, allow: np.ndarray, rim: float,
+             rim_allow: np.ndarray) -> None:
+        """Paint a muscle with its fat rim of ``rim`` mm, broken into pieces when :attr:`rim_gaps` > 0."""
+        if self.rim_gaps <= 0.0 or rim <= 0.0:
+            self._star(tis, star, tissue, allow, halo=rim, halo_allow=rim_allow)
+            return
+        box = self.cv.star_box(star, rim + 1.0)
+        if box is None:
+            return
+        sd = star.sdf(self.cv.x[box], self.cv.y[box])
+        gate = gaussian_field(self.rng, sd.shape, max(3.0 / self.cv.spacing, 1.0))
+        keep = gate > np.quantile(gate, self.rim_gaps)
+        _paint(tis, box, (sd >= 0) & (sd < rim) & keep, T.INTERMUSCULAR_FAT, rim_allow)
+        _paint(tis, box, sd < 0, tissue, allow)
+
     def _draw_quadratus(self, tis: np.ndarray, z: float) -> None:
         g = self.g
         for k, s in enumerate((-1, 1)):
-            f = g.side_f(3, s) * (1.0 - 0.01 * z)
+            f = g.side_f(3, s) * (1.0 - 0.01 * z) * getattr(g, "ql_scale", 1.0)
             rx, ry = g.ql_rx * f, g.ql_ry * f
-            cx = s * (g.tp_tip + rx * 0.45)
-            cy = g.y_tp - 2.0
+            cx = s * (g.tp_tip + rx * 0.45 + getattr(g, "ql_shift_mm", 0.0))
+            cy = g.y_tp - 2.0 + getattr(g, "ql_depth_mm", 0.0)
             tab = ellipse_table(rx, ry, egg=0.12, egg_angle=-s * np.pi / 2, wobble=g.ql_wobble[k], n=360)
             star = Star(cx, cy, tab, -s * np.radians(24.0))
-            self._star(tis, star, T.QUADRATUS_LUMBORUM, _ON_SOFT, halo=1.2, halo_allow=_ON_ES)
+            self._rim(tis, star, T.QUADRATUS_LUMBORUM, _ON_SOFT, self.ql_rim_mm, _ON_ES)
 
     def _psoas_star(self, k: int, s: int, z: float) -> Star:
         g = self.g
         f = g.side_f(2, s) * (1.0 - 0.011 * z)
-        rx, ry = g.ps_rx * f, g.ps_ry * f
-        cx = s * (g.vb_hw + rx * 0.72 - 0.15 * z)
+        flat = getattr(g, "ps_flat", 1.0)  # > 1: wider than deep (a flat teardrop)
+        rx, ry = g.ps_rx * f * flat**0.5, g.ps_ry * f / flat**0.5
+        cx = s * (g.vb_hw + rx * 0.72 - 0.15 * z + getattr(g, "ps_gap_mm", 0.0))
         cy = -0.12 * g.vb_hd + 0.1 * z
-        tab = ellipse_table(rx, ry, egg=0.13, egg_angle=np.pi + s * np.radians(35), wobble=g.psoas_wobble[k], n=360)
+        tab = ellipse_table(rx, ry, egg=getattr(g, "ps_egg", 0.13), egg_angle=np.pi + s * np.radians(35),
+                            wobble=g.psoas_wobble[k], n=360)
         return Star(cx, cy, tab, s * np.radians(18.0))
 
     def _draw_psoas(self, tis: np.ndarray, z: float) -> None:
         for k, s in enumerate((-1, 1)):
-            self._star(tis, self._psoas_star(k, s, z), T.PSOAS_MAJOR, _ON_SOFT, halo=1.0, halo_allow=_ON_QL_ES)
+            self._rim(tis, self._psoas_star(k, s, z), T.PSOAS_MAJOR, _ON_SOFT, self.psoas_rim_mm,
+                      _ON_QL_ES)
 
     def _draw_vessels(self, tis: np.ndarray, z: float) -> None:
         g, b = self.g, self.body

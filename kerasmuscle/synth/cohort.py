@@ -173,6 +173,28 @@ def _has_highdicom() -> bool:
     return True
 
 
+def run_jobs(fn: Callable[[Any], dict[str, Any]], jobs: list[Any], workers: int,
+             progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
+    """``[fn(job) for job in jobs]``, in this process (``workers == 1``) or in a process pool, in order,
+    calling ``progress(done, total)`` after each."""
+    records: list[dict[str, Any]] = []
+    if workers == 1:
+        results = map(fn, jobs)
+        pool = None
+    else:
+        pool = ProcessPoolExecutor(max_workers=workers)
+        results = pool.map(fn, jobs, chunksize=1)
+    try:
+        for record in results:
+            records.append(record)
+            if progress:
+                progress(len(records), len(jobs))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return records
+
+
 def write_cohort(
     out: str | os.PathLike,
     *,
@@ -218,34 +240,25 @@ def write_cohort(
         raise MissingExtraError("Writing DICOM SEG", "dicom", "highdicom")
     plans = plan_cohort(cases, seed, config)
     workers = max(1, min(workers or os.cpu_count() or 1, cases))
-    from kerasmuscle import __version__
-    from kerasmuscle.labels import LABELS
-
     with atomic_path(out, overwrite=True) as tmp:
         tmp.mkdir()
         jobs = [(p, seed, config, str(tmp), seg) for p in plans]
-        records: list[dict[str, Any]] = []
-        if workers == 1:
-            for job in jobs:
-                records.append(_write_case(job))
-                if progress:
-                    progress(len(records), cases)
-        else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                for record in pool.map(_write_case, jobs, chunksize=1):
-                    records.append(record)
-                    if progress:
-                        progress(len(records), cases)
-        dataset = {
-            "name": f"kerasmuscle synthetic L3 cohort (seed {seed})",
-            "synthetic": True,
-            "note": "Synthetic CT made by kerasmuscle.synth: it proves the machinery, not clinical accuracy.",
-            "kerasmuscle_version": __version__,
-            "seed": seed,
-            "config": config.to_dict(),
-            "labels": {str(lab.id): lab.name for lab in LABELS},
-            "cases": records,
-        }
-        (tmp / "dataset.json").write_text(json.dumps(dataset, indent=1) + "\n", encoding="utf-8")
+        records = run_jobs(_write_case, jobs, workers, progress)
+        write_dataset_json(tmp, name=f"kerasmuscle synthetic L3 cohort (seed {seed})",
+                           note="Synthetic CT made by kerasmuscle.synth: it proves the machinery, not clinical "
+                                "accuracy.", seed=seed, config=config, records=records)
     return out / "dataset.json"
+
+
+def write_dataset_json(folder: Path, *, name: str, note: str, seed: int, config: Any, records: list[dict[str, Any]],
+                       **extra: Any) -> None:
+    """Write ``folder/dataset.json`` for a synthetic dataset: its name, note, seed, config, label names,
+    any ``extra`` keys, and the case records."""
+    from kerasmuscle import __version__
+    from kerasmuscle.labels import LABELS
+
+    dataset = {"name": name, "synthetic": True, **extra, "note": note, "kerasmuscle_version": __version__,
+               "seed": seed, "config": config.to_dict(), "labels": {str(lab.id): lab.name for lab in LABELS},
+               "cases": records}
+    (folder / "dataset.json").write_text(json.dumps(dataset, indent=1) + "\n", encoding="utf-8")
 

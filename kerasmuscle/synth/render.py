@@ -264,7 +264,19 @@ class Renderer:
         Returns:
             float32 HU image with integer values in [-1024, 3071].
         """
-        img = self.clean(tissues, rng)
+        return self.finish(self.clean(tissues, rng), rng)
+
+    def finish(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Blur, add correlated noise, round and clip a clean image (the second half of :meth:`render`;
+        synthetic data v2 averages several clean sub-slices first, for partial volume).
+
+        Args:
+            img: float32 clean HU image (consumed).
+            rng: random generator (noise).
+
+        Returns:
+            float32 HU image with integer values in [-1024, 3071].
+        """
         spec = np.fft.rfft2(img, norm="ortho")
         spec *= self.mtf
         w = rng.random(self.shape, dtype=np.float32)
