@@ -331,9 +331,12 @@ from kerasmuscle.config import PRESETS  # noqa: E402  (cheap: config imports not
                    "[default: every core].")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A TrainConfig JSON file (for example another run's config.json); options override it.")
+@click.option("--init-weights", type=click.Path(exists=True, path_type=Path),
+              help="Start every fold from this bundle's (or .keras file's) weights: fine-tune it on your labels.")
 def train(dataset: Path, run: Path, folds: int | None, fold: int | None, epochs: int | None, image_size: int | None,
           preset: str | None, channels: str | None, batch_size: int | None, seed: int | None, strategy: str | None,
-          mixed_precision: bool | None, threads: int | None, config_path: Path | None) -> None:
+          mixed_precision: bool | None, threads: int | None, config_path: Path | None,
+          init_weights: Path | None) -> None:
     """Cross-validate the paper's U-Net on a labelled dataset: soft Dice loss, AdamW at 1e-2,
     ReduceLROnPlateau, early stopping, best checkpoints.
 
@@ -351,7 +354,8 @@ def train(dataset: Path, run: Path, folds: int | None, fold: int | None, epochs:
     try:
         config = resolve_config(run, config_path, preset=preset, channels=int(channels) if channels else None,
                                 image_size=image_size, folds=folds, epochs=epochs, batch_size=batch_size, seed=seed,
-                                strategy=strategy, mixed_precision=mixed_precision, threads=threads)
+                                strategy=strategy, mixed_precision=mixed_precision, threads=threads,
+                                init_weights=str(init_weights) if init_weights else None)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     verbose = 1 if sys.stdout.isatty() else 2

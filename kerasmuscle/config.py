@@ -472,6 +472,9 @@ class TrainConfig(Config):
             changes the weights; None lets TensorFlow use every core this process may run on (the count
             is recorded in the run's ``manifest.json``). Set it to reproduce a run on another machine;
             a run may be resumed with another value.
+        init_weights: a bundle folder (its ``model.keras``, checked against ``SHA256SUMS``) or a ``.keras``
+            file whose weights start every fold instead of random ones: fine-tuning. The network must be
+            the same (preset, input channels); the image size may differ.
     """
 
     model: UNetConfig = UNetConfig()
@@ -493,6 +496,7 @@ class TrainConfig(Config):
     strategy: str = "default"
     deterministic: bool = True
     threads: int | None = None
+    init_weights: str | None = None
 
     def __post_init__(self) -> None:
         if self.preprocess.channels != self.model.input_channels:

@@ -273,3 +273,29 @@ def test_training_is_deterministic_for_a_seed_and_thread_count(tmp_path, small_c
     assert determinism["op_determinism"] and determinism["tf_data_deterministic"]
     assert (determinism["intra_op_threads"], determinism["threads_setting"], determinism["seed"]) == (2, 2, 0)
     assert manifest["fold_results"]["0"]["intra_op_threads"] == 2
+
+
+def test_init_weights_start_every_fold_from_a_bundle(tmp_path, small_cohort, tiny_run, tiny_bundle):
+    import keras
+
+    from kerasmuscle.model import CUSTOM_OBJECTS, build_unet
+    from kerasmuscle.training.train import load_initial_weights
+
+    config = TrainConfig.load(tiny_run / "config.json")
+    model = build_unet(config.model)
+    assert load_initial_weights(model, tiny_bundle) == tiny_bundle / "model.keras"
+    source = keras.models.load_model(tiny_bundle / "model.keras", custom_objects=CUSTOM_OBJECTS, compile=False)
+    for a, b in zip(model.get_weights(), source.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # Another network is refused in one line that names the file and the first layer that differs.
+    with pytest.raises(ConfigError, match="its network differs from this run's"):
+        load_initial_weights(build_unet(UNetConfig.preset("classic")), tiny_bundle)
+    with pytest.raises(ConfigError, match="no Keras model to start from"):
+        load_initial_weights(model, tmp_path)
+    # Through the CLI: the run starts from the bundle, and says so.
+    config.replace(epochs=1, init_weights=None).save(tmp_path / "c.json")
+    result = CliRunner().invoke(cli, ["train", str(small_cohort), "--out", str(tmp_path / "ft"), "--config",
+                                      str(tmp_path / "c.json"), "--init-weights", str(tiny_bundle), "--fold", "0"])
+    assert result.exit_code == 0, result.output
+    assert f"starting from the weights of {tiny_bundle}" in result.output
+    assert TrainConfig.load(tmp_path / "ft" / "config.json").init_weights == str(tiny_bundle)

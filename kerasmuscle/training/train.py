@@ -332,6 +332,48 @@ def train_fold(run: Path, fold: int, config: TrainConfig, splits: dict[str, Any]
         keras.mixed_precision.set_global_policy(previous)
 
 
+def load_initial_weights(model, source: str | os.PathLike) -> Path:
+    """Set ``model``'s weights from a bundle folder (its ``model.keras``, after checking the bundle's
+    checksums) or a ``.keras`` file, for fine-tuning.
+
+    Returns:
+        The ``.keras`` file the weights came from.
+
+    Raises:
+        ConfigError: no model there, an altered bundle, or a network of another shape (naming the first
+            layer that differs).
+    """
+    keras, _ = import_keras()
+    from kerasmuscle.bundle import SUMS, BundleError, verify
+    from kerasmuscle.model import CUSTOM_OBJECTS
+
+    path = Path(source)
+    if path.is_dir():
+        if (path / SUMS).is_file():
+            try:
+                verify(path, only=["model.keras"])
+            except BundleError as exc:
+                raise ConfigError(f"init_weights: {exc}") from None
+        path = path / "model.keras"
+    if not path.is_file():
+        raise ConfigError(f"{path}: no Keras model to start from (init_weights names a bundle folder with "
+                          "model.keras, or a .keras file)")
+    try:
+        other = keras.models.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=False)
+    except Exception as exc:  # noqa: BLE001  (Keras raises many kinds for an unreadable file)
+        raise ConfigError(f"{path}: cannot be read as a Keras model ({type(exc).__name__}: {exc})") from None
+    ours, theirs = model.weights, other.weights
+    for a, b in zip(ours, theirs):
+        if tuple(a.shape) != tuple(b.shape):
+            raise ConfigError(f"{path}: its network differs from this run's ({b.path} is {tuple(b.shape)}, here "
+                              f"{tuple(a.shape)}); train with its --preset and --channels")
+    if len(ours) != len(theirs):
+        raise ConfigError(f"{path}: its network differs from this run's ({len(theirs)} weight arrays, here "
+                          f"{len(ours)}); train with its --preset and --channels")
+    model.set_weights(other.get_weights())
+    return path
+
+
 def _fit_fold(run: Path, fold: int, config: TrainConfig, splits: dict[str, Any], train, tune, monitor: str,
               start: int, state: dict, verbose: int, log: Log, threads: int | None) -> dict[str, Any]:
     keras, _ = import_keras()
@@ -349,6 +391,9 @@ def _fit_fold(run: Path, fold: int, config: TrainConfig, splits: dict[str, Any],
             log(f"fold {fold}: resuming after epoch {start} of {config.epochs}")
         else:
             model = build_unet(config.model)
+            if config.init_weights:
+                load_initial_weights(model, config.init_weights)
+                log(f"fold {fold}: starting from the weights of {config.init_weights}")
             compile_model(model, config)
             state = {}
     plateau = keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", factor=config.plateau_factor,
