@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kerasmuscle.core.measure import BODY_HU
 from kerasmuscle.labels import MUSCLE_LABELS
+from kerasmuscle.labels import label as label_for
 
 if TYPE_CHECKING:
     from kerasmuscle.io.scan import Scan
@@ -102,9 +104,9 @@ def _num(value: Any) -> float:
 
 
 def _truncated(hu: np.ndarray, fraction: float) -> bool:
-    """Whether the body touches the image border on any measured slice (HU > -500 on the border)."""
+    """Whether the body touches the image border on the measured slices (body: HU above ``BODY_HU``)."""
     border = np.concatenate([hu[:, 0, :], hu[:, -1, :], hu[:, :, 0], hu[:, :, -1]], axis=1)
-    return bool(np.mean(border > -500.0) > fraction)
+    return bool(np.mean(border > BODY_HU) > fraction)
 
 
 def _centroid(mask: np.ndarray) -> tuple[float, float] | None:
@@ -198,8 +200,6 @@ def _psoas_on_body(lab: np.ndarray, bone: np.ndarray, mid: np.ndarray) -> list[R
     the same row and column span of the bone around the midline; a psoas whose centre falls there lies on
     the body, not beside it.
     """
-    from kerasmuscle.labels import label as label_for
-
     psoas = label_for("psoas").id
     for z in range(lab.shape[0]):
         for side_mask in _sides(lab[z] == psoas, mid[z]):
@@ -225,8 +225,6 @@ def _sides(mask: np.ndarray, midline: float) -> list[np.ndarray]:
 def _quadratus_place(scan: Scan, lab: np.ndarray, mid: np.ndarray, limits: ReviewLimits) -> list[ReviewFlag]:
     """Quadratus lumborum's centre must lie further from the midline than the erector spinae's, and in
     front of it, on each side where both are present (pooled over the measured slices)."""
-    from kerasmuscle.labels import label as label_for
-
     ql, es = label_for("quadratus").id, label_for("erector_spinae").id
     # Rows run posterior when the column direction cosine (orientation[3:6]) points to +y (LPS posterior).
     posterior_down = float(scan.orientation[4]) >= 0.0

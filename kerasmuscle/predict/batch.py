@@ -382,7 +382,7 @@ def write_summaries(out: Path) -> list[Path]:
                  "height_source": rec.get("height_source"), "slice_locations_mm": rec.get("slice_locations_mm"),
                  "series_uid": rec["scan"].get("series_uid"), "kerasmuscle": rec["versions"].get("kerasmuscle"),
                  "onnxruntime": rec["versions"].get("onnxruntime")}
-        cases.append([rec["case"], extra["needs_review"], extra["review_reasons"], *(m.get(c) for c in case_cols),
+        cases.append([rec["case"], *(extra[c] for c in SUMMARY_LEAD[1:]), *(m.get(c) for c in case_cols),
                       *(extra[c] for c in SUMMARY_EXTRA)])
         slices += slice_lines(rec["case"], rec["slices"], model.get("model_sha256"))
     tables = [out / "measurements.csv", out / "slices.csv"]

@@ -28,14 +28,12 @@ from typing import Any
 import numpy as np
 
 from kerasmuscle.config import SynthConfig, SynthV2Config
-from kerasmuscle.synth.anatomy import TISSUES, SliceDrawer, T, derive, sample_body, tissue_label_lut
-from kerasmuscle.synth.case import _sample_acquisition
+from kerasmuscle.synth.anatomy import TISSUES, SliceDrawer, T, derive, sample_body
+from kerasmuscle.synth.case import _LABEL_LUT, _MUSCLE_LUT, _sample_acquisition
 from kerasmuscle.synth.render import HU_MAX, HU_MIN, KERNELS, Renderer, TissueTables, tissue_hu
 from kerasmuscle.synth.shapes import Canvas, gaussian_field
 
 _STREAM_V2 = 7
-_LABEL_LUT = tissue_label_lut()
-_MUSCLE = np.array([t.kind == "muscle" for t in TISSUES] + [False] * (256 - len(TISSUES)))
 _KEEP_REAL = np.array([t.kind in ("air", "device", "gas") for t in TISSUES] + [False] * (256 - len(TISSUES)))
 
 
@@ -201,7 +199,7 @@ def sample(seed: int, index: int, config: SynthV2Config = SynthV2Config()) -> Sa
             acc += renderer.clean(tis, rng)
             if j == subs // 2:
                 labels[i] = _LABEL_LUT[tis]
-                muscle, inside = _MUSCLE[tis], tis != T.AIR
+                muscle, inside = _MUSCLE_LUT[tis], tis != T.AIR
         img = acc / np.float32(subs)
         if randomised:
             # Two or three intensity sub-classes inside the muscles (marbling, fatty infiltration), and a
