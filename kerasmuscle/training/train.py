@@ -361,7 +361,8 @@ def load_initial_weights(model, source: str | os.PathLike) -> Path:
     try:
         other = keras.models.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=False)
     except Exception as exc:  # noqa: BLE001  (Keras raises many kinds for an unreadable file)
-        raise ConfigError(f"{path}: cannot be read as a Keras model ({type(exc).__name__}: {exc})") from None
+        first = str(exc).split(". ")[0]  # Keras' messages run on for lines; the first sentence says why
+        raise ConfigError(f"{path}: cannot be read as a Keras model ({type(exc).__name__}: {first})") from None
     ours, theirs = model.weights, other.weights
     for a, b in zip(ours, theirs):
         if tuple(a.shape) != tuple(b.shape):
