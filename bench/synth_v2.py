@@ -9,6 +9,7 @@ slice), and against the rate a training step consumes them (``--train-slices-per
 Usage:
     python bench/synth_v2.py                      # the figures in the README
     python bench/synth_v2.py --samples 60 --size 256 --json
+    python bench/synth_v2.py --recipe exports/l3-synth-v1 --train-slices-per-s 6.5   # the shipped recipe
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--train-slices-per-s", type=float, default=None,
                         help="slices per second one training step consumes (bench/train.py), for the ratio")
+    parser.add_argument("--recipe", help="a recipe.json or bundle folder: measure its generator config")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -34,6 +36,11 @@ def main() -> None:
     from kerasmuscle.synth.v2 import sample
 
     config = SynthV2Config(image_size=args.size)
+    if args.recipe:
+        from kerasmuscle.recipe import load_recipe
+
+        config = load_recipe(args.recipe).synth
+        args.size = config.image_size
     sample(0, 0, config)  # warm caches
     start = time.perf_counter()
     subs = [sample(1, i, config).record["sub_slices"] for i in range(args.samples)]

@@ -15,6 +15,7 @@ All figures come from one run:
 Usage:
     python bench/train.py                                   # the README figures (paper preset, 256x256)
     python bench/train.py --preset classic --image-size 512 --batch-size 2 --steps 4 --json
+    python bench/train.py --recipe exports/l3-synth-v1          # the shipped model's training recipe
 """
 
 from __future__ import annotations
@@ -70,7 +71,9 @@ def make_slices(image_size: int, cases: int, workdir: Path):
     return load_slices(discover_cases(workdir / "cohort"), PreprocessConfig(image_size=image_size))
 
 
-def bench_training(slices, preset: str, image_size: int, batch_size: int, steps: int, warmup: int) -> dict:
+def bench_training(slices, preset, image_size: int, batch_size: int, steps: int, warmup: int,
+                   mixed_precision: bool = False) -> dict:
+    """``preset``: a preset name or a :class:`~kerasmuscle.config.UNetConfig` (a recipe's network)."""
     import keras
 
     from kerasmuscle.config import AugmentConfig, TrainConfig, UNetConfig
@@ -78,8 +81,11 @@ def bench_training(slices, preset: str, image_size: int, batch_size: int, steps:
     from kerasmuscle.model import build_unet, forward_flops
     from kerasmuscle.training.train import compile_model
 
-    config = TrainConfig(model=UNetConfig.preset(preset), batch_size=batch_size)
+    network = UNetConfig.preset(preset) if isinstance(preset, str) else preset
+    preset = preset if isinstance(preset, str) else "recipe"
+    config = TrainConfig(model=network, batch_size=batch_size, mixed_precision=mixed_precision)
     keras.utils.set_random_seed(0)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if mixed_precision else "float32")
     model = build_unet(config.model)
     compile_model(model, config)
     epochs = (0, 1 + (warmup + steps) * batch_size // max(len(slices), 1))
@@ -97,7 +103,9 @@ def bench_training(slices, preset: str, image_size: int, batch_size: int, steps:
     times.sort()
     per_step = times[len(times) // 2]
     flops = forward_flops(config.model, image_size)
+    keras.mixed_precision.set_global_policy("float32")
     return {"preset": preset, "image_size": image_size, "batch_size": batch_size, "steps": steps,
+            "mixed_precision": mixed_precision,
             "seconds_per_step": per_step, "slices_per_s": batch_size / per_step,
             "gflop_per_slice_forward": flops / 1e9, "gflop_per_s": 3 * flops * batch_size / per_step / 1e9}
 
@@ -127,8 +135,19 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=6, help="timed training steps (median reported)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--cases", type=int, default=8, help="synthetic cases (3 slices each) to feed")
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help="bfloat16 compute (the float32 FLOP bound stays the yardstick)")
+    parser.add_argument("--recipe", help="a recipe.json or bundle folder: its network, input size, batch size and "
+                                         "precision replace the options above")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
+    network = args.preset
+    if args.recipe:
+        from kerasmuscle.recipe import load_recipe
+
+        train = load_recipe(args.recipe).train
+        network, args.image_size, args.batch_size = train.model, train.preprocess.image_size, train.batch_size
+        args.mixed_precision = train.mixed_precision
 
     import tensorflow as tf
 
@@ -137,7 +156,8 @@ def main(argv=None) -> int:
         slices = make_slices(args.image_size, args.cases, Path(tmp))
         peak = matmul_peak()
         np_peak = numpy_peak()
-        train = bench_training(slices, args.preset, args.image_size, args.batch_size, args.steps, args.warmup)
+        train = bench_training(slices, network, args.image_size, args.batch_size, args.steps, args.warmup,
+                               args.mixed_precision)
         pipe = bench_pipeline(slices, args.batch_size)
     bound = peak * 1e9 / (3 * train["gflop_per_slice_forward"] * 1e9)
     result = {
@@ -157,7 +177,8 @@ def main(argv=None) -> int:
     t = result["training"]
     print(f"matmul peak            {result['matmul_peak_gflop_per_s']:8.1f} GFLOP/s ({threads} threads, TensorFlow; "
           f"numpy: {result['numpy_matmul_gflop_per_s']:.1f})")
-    print(f"training ({t['preset']}, {t['image_size']}px, batch {t['batch_size']})  "
+    print(f"training ({t['preset']}, {t['image_size']}px, batch {t['batch_size']}"
+          f"{', bfloat16' if t['mixed_precision'] else ''})  "
           f"{t['slices_per_s']:.3f} slices/s, {t['seconds_per_step']:.2f} s/step, {t['gflop_per_s']:.1f} GFLOP/s")
     print(f"FLOP bound             {bound:8.3f} slices/s (3 x {t['gflop_per_slice_forward']:.2f} GFLOP per slice)")
     print(f"training / bound       {result['training_vs_bound']:8.3f}   (goal >= 0.65)")

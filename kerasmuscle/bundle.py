@@ -64,6 +64,42 @@ class BundleError(ReadError):
     """A bundle is missing, incomplete, altered after export, or of an unknown format."""
 
 
+#: The model ``kerasmuscle predict`` and :meth:`~kerasmuscle.predict.Predictor.from_bundle` use when none is
+#: named: trained on synthetic anatomy alone (see ``exports/l3-synth-v1/README.md``).
+SHIPPED_MODEL = "l3-synth-v1"
+#: An environment variable naming another default bundle folder.
+MODEL_ENV = "KERASMUSCLE_MODEL"
+
+
+def shipped_model_places() -> list[Path]:
+    """Where the shipped model is looked for, in order: ``$KERASMUSCLE_MODEL``; ``exports/<name>`` beside the
+    package (a clone or an editable install); ``<prefix>/share/kerasmuscle/<name>`` (a wheel install)."""
+    import sys
+
+    places = [Path(os.environ[MODEL_ENV])] if os.environ.get(MODEL_ENV) else []
+    places.append(Path(__file__).resolve().parent.parent / "exports" / SHIPPED_MODEL)
+    places.append(Path(sys.prefix) / "share" / "kerasmuscle" / SHIPPED_MODEL)
+    return places
+
+
+def default_bundle() -> Path:
+    """The bundle to use when no model is named: the first of :func:`shipped_model_places` that holds one.
+
+    Raises:
+        BundleError: ``$KERASMUSCLE_MODEL`` names no bundle, or the shipped model is not installed.
+    """
+    places = shipped_model_places()
+    if os.environ.get(MODEL_ENV):
+        if not (places[0] / METADATA).is_file():
+            raise BundleError(places[0], f"named by ${MODEL_ENV} but holds no {METADATA}")
+        return places[0]
+    for place in places:
+        if (place / METADATA).is_file():
+            return place
+    raise BundleError(places[0], f"the shipped model {SHIPPED_MODEL} is not installed here; name a bundle "
+                                 f"(--model) or set ${MODEL_ENV}")
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """SHA-256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()

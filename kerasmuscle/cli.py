@@ -385,6 +385,26 @@ def evaluate(run: Path, fold: int | None, dataset: Path | None) -> None:
     click.echo(f"wrote {run / 'metrics.csv'}, {run / 'table.md'}, {run / 'table.csv'}, {run / 'violin.png'}")
 
 
+@cli.command()
+@click.argument("recipe", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The working folder (data/, run/ and the bundle); running again resumes where it stopped.")
+@click.option("--workers", type=click.IntRange(1), help="Generator processes [default: all CPU cores].")
+def retrain(recipe: Path, out: Path, workers: int | None) -> None:
+    """Rebuild a shipped model from its recipe: generate its synthetic data, train, evaluate on the
+    held-out synthetic samples, export. RECIPE is a recipe.json or a bundle folder holding one.
+
+    Example:
+
+        kerasmuscle retrain exports/l3-synth-v1 --out runs/l3-synth-v1
+    """
+    from kerasmuscle.recipe import run_recipe
+
+    verbose = 1 if sys.stdout.isatty() else 0
+    bundle = run_recipe(recipe, out, workers=workers, verbose=verbose, log=click.echo)
+    click.echo(f"wrote {bundle}; held-out synthetic Dice in {out / 'run' / 'table.md'}")
+
+
 # --------------------------------------------------------------------------------------------------
 # export, predict
 
@@ -413,7 +433,8 @@ def export(source: Path, out: Path, onnx: bool, tflite: bool, savedmodel: bool, 
     float32 artifact that differs by more than 1e-4 in probability fails the export. Without --onnx,
     --tflite or --savedmodel, all three are written.
 
-    SOURCE is a run folder from kerasmuscle train, a fold folder, or a model.keras inside a run.
+    SOURCE is a run folder from kerasmuscle train, a fold folder, a model.keras inside a run, or a bundle
+    folder (for example exports/l3-synth-v1, to write the SavedModel and LiteRT copies it leaves out).
 
     Example:
 
@@ -440,8 +461,9 @@ from kerasmuscle.predict.outputs import format_help as _format_help  # noqa: E40
 
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--model", "bundle", required=True, type=click.Path(path_type=Path),
-              help="The bundle folder from kerasmuscle export.")
+@click.option("--model", "bundle", type=click.Path(path_type=Path),
+              help="The bundle folder from kerasmuscle export [default: the shipped model l3-synth-v1, trained on "
+                   "synthetic anatomy alone].")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder: OUT/<case>/ per input, plus OUT/measurements.csv and OUT/slices.csv.")
 @click.option("--slices", help="Slices to segment: all, 12, 10-14, 10,12,20-22 (0-based) or z:LOW:HIGH in mm "
@@ -460,7 +482,7 @@ from kerasmuscle.predict.outputs import format_help as _format_help  # noqa: E40
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for the model [default: one per core].")
 @click.option("--hu-range", nargs=2, type=float, help="Post-processing HU range instead of the bundle's -20 200.")
 @click.option("--no-postprocess", is_flag=True, help="Keep predicted muscle outside the HU range.")
-def predict(inputs: tuple[Path, ...], bundle: Path, out: Path, slices: str | None, height: float | None,
+def predict(inputs: tuple[Path, ...], bundle: Path | None, out: Path, slices: str | None, height: float | None,
             heights: Path | None, formats: str | None, shard: str | None, overwrite: bool, backend: str,
             precision: str, threads: int | None, hu_range: tuple[float, float] | None, no_postprocess: bool) -> None:
     """Segment and measure the five muscle groups on CT: label maps, DICOM SEG, overlays, and area (cm2),

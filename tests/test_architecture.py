@@ -22,7 +22,7 @@ ALLOWED: dict[str, set[str] | None] = {
     "training": BASE | {"bundle", "io", "core", "report", "data", "model", "training"},
     "export": BASE | {"bundle", "io", "core", "report", "data", "model", "predict", "export"},
     "predict": BASE | {"bundle", "io", "core", "report", "predict"},
-    "cli": None, "demo": None, "__main__": None,
+    "cli": None, "demo": None, "recipe": None, "__main__": None,
 }
 #: Never imported at module level by the predictor side.
 HEAVY = {"tensorflow", "keras", "tf2onnx", "onnx", "matplotlib", "tf_keras"}

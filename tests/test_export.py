@@ -314,3 +314,18 @@ def test_metadata_round_trips_through_json(tiny_bundle):
     assert again == meta and list(meta.to_dict())[0] == "schema_version"
     assert meta.preprocessing.hu_window == (-250.0, 250.0) and meta.labels[3].colour == (255, 220, 0)
     assert meta.parity["onnx"].passed and meta.reduced_precision["onnx_int8"].calibration_slices > 0
+
+
+def test_a_bundle_is_a_source_again_for_the_copies_it_left_out(tiny_bundle, tmp_path):
+    """The shipped model carries no SavedModel or LiteRT; exporting the bundle writes them from its
+    model.keras, with the network and preprocessing its metadata records."""
+    slim = tmp_path / "slim"
+    shutil.copytree(tiny_bundle, slim, ignore=shutil.ignore_patterns("saved_model", "*.tflite", "*.onnx"))
+    bundle.write_checksums(slim)
+    (entry,) = resolve_source(slim)
+    assert entry["config"].model.to_dict() == bundle.read_metadata(tiny_bundle).model.architecture
+    written = export_bundle(slim, tmp_path / "again", formats=["onnx"], log=lambda line: None)
+    assert "onnx" in written[0].files
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 32, 32, 1)).astype(np.float32)
+    same = [load_model(p / "model.onnx", "onnx").run(x) for p in (tiny_bundle, tmp_path / "again")]
+    np.testing.assert_allclose(same[0], same[1], atol=1e-5)

@@ -17,7 +17,7 @@ TINY = UNetConfig(filters=(4, 8), bottleneck=8, decoder_filters=(8, 4), up_kerne
 
 @pytest.mark.parametrize("preset, channels, expected", [
     ("paper", 3, 12_943_494), ("paper", 1, 12_942_918),
-    ("classic", 3, 7_766_150), ("classic", 1, 7_765_574),
+    ("classic", 3, 7_766_150), ("classic", 1, 7_765_574), ("lite", 1, 1_943_846),
 ])
 def test_preset_parameter_counts(preset, channels, expected):
     model = build_unet(UNetConfig.preset(preset, input_channels=channels))
@@ -37,11 +37,11 @@ def test_presets_are_a_table_the_cli_offers():
     assert UNetConfig.preset("paper") == UNetConfig()
     for command in ("train", "demo"):
         text = CliRunner().invoke(cli, [command, "--help"]).output
-        assert "[paper|classic]" in text.replace(" ", "").replace("\n", ""), text
+        assert "[paper|classic|lite]" in text.replace(" ", "").replace("\n", ""), text
 
 
 def test_unknown_preset_is_named():
-    with pytest.raises(ConfigError, match="presets are paper, classic"):
+    with pytest.raises(ConfigError, match="presets are paper, classic, lite"):
         UNetConfig.preset("resnet")
 
 

@@ -215,3 +215,21 @@ def test_csv_tables_use_the_one_number_format(tiny_bundle, small_cohort, tmp_pat
         for line, expected in zip(lines, record["slices"]):
             assert line["sma_cm2"] == csv_cell(expected["sma_cm2"])
             assert len(line["sma_cm2"].split(".")[-1]) <= CSV_PLACES
+
+
+def test_a_series_with_an_empty_character_set_gets_its_seg(dcmqi_dir, tiny_bundle, tmp_path):
+    """The dcmqi slices carry Specific Character Set with an empty value (the default repertoire), which
+    highdicom refuses when it copies it: the SEG is written without it, and the source stays as it was."""
+    import pydicom
+
+    from kerasmuscle.io.seg import _without_empty_charset
+    from kerasmuscle.predict import PredictConfig, predict_batch
+
+    source = pydicom.dcmread(dcmqi_dir / "01.dcm")
+    assert source.SpecificCharacterSet == ""
+    clean = _without_empty_charset(source)
+    assert "SpecificCharacterSet" in source and "SpecificCharacterSet" not in clean and clean.Rows == source.Rows
+    result = predict_batch([dcmqi_dir], tiny_bundle, tmp_path / "out", PredictConfig(formats=("seg",)))
+    assert not result.failed, result.failed
+    seg = pydicom.dcmread(next((tmp_path / "out").glob("*/seg.dcm")))
+    assert seg.Modality == "SEG"

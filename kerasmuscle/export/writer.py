@@ -30,7 +30,7 @@ import numpy as np
 from kerasmuscle import bundle as _bundle
 from kerasmuscle.bundle import (BundleMetadata, Label, ModelInfo, Postprocess, Preprocessing, Source, TensorSpec,
                                 Variant)
-from kerasmuscle.config import TrainConfig
+from kerasmuscle.config import ConfigError, PreprocessConfig, TrainConfig, UNetConfig
 from kerasmuscle.core.postprocess import MUSCLE_HU
 from kerasmuscle.errors import MissingExtraError
 from kerasmuscle.export.common import ExportError, Log, keras_tf, one_line
@@ -59,7 +59,9 @@ def resolve_source(source: str | os.PathLike, fold: str | int = "best") -> list[
     """The model files to export and what is known about each.
 
     Args:
-        source: a run folder from ``kerasmuscle train``, a fold folder, or a ``model.keras`` inside a run.
+        source: a run folder from ``kerasmuscle train``, a fold folder, a ``model.keras`` inside a run, or a
+            bundle folder (``metadata.json`` and ``model.keras``: its network and preprocessing are reused, for
+            example to write the SavedModel and LiteRT copies the shipped model leaves out).
         fold: for a run folder: a fold number, ``"best"`` (the fold with the best tuning score, the score
             that chose its checkpoint; held-out scores never choose) or ``"all"``.
 
@@ -84,6 +86,8 @@ def resolve_source(source: str | os.PathLike, fold: str | int = "best") -> list[
                               "size and HU window are unknown; export the run folder instead")
         k = _fold_number(source.parent.name) if run != source.parent else None
         return [_entry(model_path, run, k)]
+    if (source / _bundle.METADATA).is_file() and (source / "model.keras").is_file():
+        return [_bundle_entry(source)]
     if (source / "model.keras").is_file() and (source.parent / "config.json").is_file():
         return [_entry(source / "model.keras", source.parent, _fold_number(source.name))]
     if not (source / "config.json").is_file():
@@ -121,6 +125,22 @@ def _entry(model: Path, run: Path, fold: int | None) -> dict[str, Any]:
     except Exception as exc:
         raise ExportError(f"{run / 'config.json'}: cannot read the run's settings ({exc})") from None
     return {"model": model, "run": run, "fold": fold, "config": config, "manifest": read_json(run / "manifest.json") or {}}
+
+
+def _bundle_entry(folder: Path) -> dict[str, Any]:
+    """A bundle as the source (for example the shipped model, to write its SavedModel and LiteRT copies): the
+    network and preprocessing come from its metadata; it has no run, so no fold's slices are known."""
+    meta = _bundle.read_metadata(folder)
+    if not meta.model.architecture:
+        raise ExportError(f"{folder}: its metadata.json records no network architecture; export its run instead")
+    pre = meta.preprocessing
+    try:
+        network = UNetConfig.from_dict(dict(meta.model.architecture))
+        config = TrainConfig(model=network, preprocess=PreprocessConfig(
+            image_size=pre.image_size, channels=pre.channels, hu_window=tuple(pre.hu_window)))
+    except (ConfigError, ValueError) as exc:
+        raise ExportError(f"{folder / _bundle.METADATA}: cannot rebuild the training settings ({exc})") from None
+    return {"model": folder / "model.keras", "run": folder, "fold": None, "config": config, "manifest": {}}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -293,12 +313,14 @@ def export_bundle(source: str | os.PathLike, out: str | os.PathLike, *, formats:
         if target.exists() and not overwrite:
             raise ExportError(f"{target}: exists; pass --overwrite to replace it")
     keras, _ = keras_tf()
-    from kerasmuscle.model import CUSTOM_OBJECTS, count_params
+    from kerasmuscle.model import CUSTOM_OBJECTS, count_params, float32_model
 
     written = []
     for entry, target in zip(entries, targets):
         log(f"exporting {entry['model']} to {target}")
-        model = keras.models.load_model(entry["model"], custom_objects=CUSTOM_OBJECTS, compile=False)
+        loaded = keras.models.load_model(entry["model"], custom_objects=CUSTOM_OBJECTS, compile=False)
+        model = float32_model(loaded, entry["config"].model)
+        entry = {**entry, "rebuilt_float32": model is not loaded}
         samples = sample_slices(entry, dataset, log)
         meta = base_metadata(entry, target.name, count_params(model))
         with atomic_path(target, overwrite=True) as tmp, tempfile.TemporaryDirectory() as scratch:
@@ -322,7 +344,10 @@ def _build(model, entry, folder: Path, scratch: Path, formats, samples: Samples,
 
     files: dict[str, str] = {}
     left_out: dict[str, str] = {}
-    shutil.copy2(entry["model"], folder / _bundle.ARTIFACTS["keras"])
+    if entry.get("rebuilt_float32"):
+        model.save(folder / _bundle.ARTIFACTS["keras"])  # the float32 network the other artifacts came from
+    else:
+        shutil.copy2(entry["model"], folder / _bundle.ARTIFACTS["keras"])
     files["keras"] = _bundle.ARTIFACTS["keras"]
     runners = {}
 

@@ -140,6 +140,23 @@ def _highdicom():
     return highdicom
 
 
+def _without_empty_charset(ds):
+    """``ds``, or a shallow copy without an empty Specific Character Set (0008,0005): an empty value means
+    the default repertoire (PS3.3 C.12.1.1.2), but highdicom refuses it when it copies the attribute."""
+    value = ds.get("SpecificCharacterSet", None)
+    if value is None or (value if isinstance(value, str) else "".join(value)).strip():
+        return ds
+    import pydicom
+
+    copy = pydicom.Dataset()  # a new dataset of the same elements (pixel data shared, not copied)
+    for elem in ds:
+        if elem.tag != 0x00080005:
+            copy.add(elem)
+    if hasattr(ds, "file_meta"):
+        copy.file_meta = ds.file_meta
+    return copy
+
+
 def write_seg(
     path: str | os.PathLike,
     labels: np.ndarray,
@@ -207,6 +224,7 @@ def write_seg(
         sources = list(info.headers)
     else:
         raise ValueError("the scan's slices do not map one-to-one onto its source images")
+    sources = [_without_empty_charset(ds) for ds in sources]
     keep = np.isin(labels, [lab.id for lab in segments])
     pixel_array = np.where(keep, labels, 0).astype(np.uint8)
     with warnings.catch_warnings():

@@ -94,3 +94,21 @@ def forward_flops(config: UNetConfig, image_size: int) -> float:
         channels = dec
     flops += 2 * size * size * channels * config.num_classes
     return flops
+
+
+def float32_model(model: keras.Model, config: UNetConfig) -> keras.Model:
+    """``model`` itself, or, when it was trained with mixed precision (bfloat16 or float16 layers), the same
+    network rebuilt in float32 with its weights (Keras keeps those in float32). ONNX Runtime and LiteRT have
+    no bfloat16 convolutions on the CPU and the predictor feeds float32, so export and evaluation run this
+    float32 network; an exported bundle's ``model.keras`` is then this network, without the optimiser state.
+    """
+    if all(getattr(layer.dtype_policy, "compute_dtype", "float32") == "float32" for layer in model.layers):
+        return model
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        plain = build_unet(config)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    plain.set_weights([w.astype("float32") for w in model.get_weights()])
+    return plain

@@ -464,13 +464,13 @@ def _record_settings(folder: Path) -> dict[str, Any] | None:
     return record.get("settings") if isinstance(record, dict) else None
 
 
-def predict_batch(inputs: Sequence[str | os.PathLike], model: str | os.PathLike, out: str | os.PathLike,
+def predict_batch(inputs: Sequence[str | os.PathLike], model: str | os.PathLike | None, out: str | os.PathLike,
                   config: PredictConfig | None = None, *, progress: Progress | None = None) -> BatchResult:
     """Segment and measure many scans with one bundle.
 
     Args:
         inputs: scans: DICOM series folders, DICOM files, NIfTI or NPZ files. One given twice is predicted once.
-        model: the bundle folder.
+        model: the bundle folder; None: the shipped model (:func:`kerasmuscle.bundle.default_bundle`).
         out: the output folder (never inside an input folder).
         config: slices, heights, outputs, shard, overwrite, runtime and post-processing
             (:class:`PredictConfig`; default: every slice, the default outputs).

@@ -97,13 +97,14 @@ class Predictor:
         self.num_classes = len(metadata.labels)
 
     @classmethod
-    def from_bundle(cls, path: str | os.PathLike, backend: str = "onnx", *, precision: str = "float32",
+    def from_bundle(cls, path: str | os.PathLike | None = None, backend: str = "onnx", *, precision: str = "float32",
                     threads: int | None = None, lean_memory: bool = True, verify: bool = True,
                     hu_range: tuple[float, float] | None = None) -> "Predictor":
         """Load a bundle written by ``kerasmuscle export``.
 
         Args:
-            path: the bundle folder.
+            path: the bundle folder; None: the shipped model (:func:`kerasmuscle.bundle.default_bundle`,
+                ``exports/l3-synth-v1``, trained on synthetic anatomy alone).
             backend: ``"onnx"`` (ONNX Runtime) or ``"tflite"`` (LiteRT: ``pip install 'kerasmuscle[litert]'``).
             precision: ``"float32"``; ``"int8"`` (onnx, tflite) or ``"float16"`` (tflite) when the bundle
                 ships that variant; ``"fastest"`` picks int8 when shipped, then float16, else float32.
@@ -118,7 +119,7 @@ class Predictor:
         Raises:
             BundleError: not a bundle, altered files, or the asked-for artifact is not in it.
         """
-        root = Path(path)
+        root = Path(path) if path is not None else _bundle.default_bundle()
         meta = _bundle.read_metadata(root)
         if backend not in BACKENDS:
             raise KerasMuscleError(f"unknown backend {backend!r}; backends are {', '.join(BACKENDS)}")

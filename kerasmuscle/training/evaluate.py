@@ -52,7 +52,7 @@ def evaluate_run(run: str | os.PathLike, *, dataset: str | os.PathLike | None = 
     if not (run / "config.json").is_file():
         raise KerasMuscleError(f"{run}: not a run folder (no config.json); train one with kerasmuscle train")
     keras, _ = import_keras()
-    from kerasmuscle.model import CUSTOM_OBJECTS
+    from kerasmuscle.model import CUSTOM_OBJECTS, float32_model
 
     config = TrainConfig.load(run / "config.json")
     manifest = read_json(run / "manifest.json") or {}
@@ -68,7 +68,9 @@ def evaluate_run(run: str | os.PathLike, *, dataset: str | os.PathLike | None = 
             if fold is not None:
                 raise KerasMuscleError(f"{fold_dir}: no model.keras; train this fold first")
             continue
-        model = keras.models.load_model(fold_dir / "model.keras", custom_objects=CUSTOM_OBJECTS, compile=False)
+        # In float32, as the exported bundle runs it (a mixed-precision model is rebuilt in float32).
+        model = float32_model(keras.models.load_model(fold_dir / "model.keras", custom_objects=CUSTOM_OBJECTS,
+                                                      compile=False), config.model)
         rows = []
         for cid in splits["folds"][k]["val"]:
             scan, labels = read_case(cases[cid])
