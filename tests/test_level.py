@@ -1,0 +1,107 @@
+"""Vertebral level finding (kerasmuscle.core.level) on the real scans beside the project and on edge cases."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from conftest import SHARED, TCIA
+
+from kerasmuscle.core.level import LevelResult, find_levels
+from kerasmuscle.io import read_labels, read_scan
+
+S0009 = SHARED / "data" / "totalsegmentator-s0009"
+
+
+@pytest.fixture(scope="module")
+def tcia():
+    if not TCIA.is_dir():
+        pytest.fail(f"real test data missing: {TCIA}")
+    return read_scan(TCIA)
+
+
+@pytest.fixture(scope="module")
+def tcia_levels(tcia) -> LevelResult:
+    return find_levels(tcia)
+
+
+def _crop(scan, first: int, last: int, step: int = 1):
+    """A copy of ``scan`` holding slices ``first..last`` (every ``step``-th)."""
+    sel = slice(first, last + 1, step)
+    return dataclasses.replace(scan, hu=scan.hu[sel], positions=scan.positions[sel],
+                               spacing=(scan.spacing[0] * step, *scan.spacing[1:]), dicom=None)
+
+
+def _mask_range(path, scan) -> tuple[int, int]:
+    a = read_labels(path, like=scan).array
+    z = np.flatnonzero(a.reshape(len(a), -1).max(axis=1))
+    return int(z[0]), int(z[-1])
+
+
+def test_tcia_l3_in_counted_vertebra(tcia, tcia_levels):
+    # Counted by eye on a midline sagittal reformat (index 0 caudal): discs at about slices 16 (L5/S1), 27, 38,
+    # 50, 62, 73 (T12/L1); the lowest ribs attach to the vertebra at 73..84, so L3 spans about 38..50.
+    l3 = tcia_levels.l3
+    assert l3.found and l3.confidence is not None and l3.confidence >= 0.5
+    assert 41 <= l3.middle <= 47
+    assert l3.slices == [l3.middle - 1, l3.middle + 1]          # 3 mm slices: three adjacent slices
+    names = [lv.name for lv in tcia_levels.levels]
+    assert {"S1", "L5", "L4", "L3", "L2", "L1", "T12"} <= set(names)
+    lv = tcia_levels.level("L3")
+    assert 37 <= lv.first <= 40 and 49 <= lv.last <= 51
+    assert tcia_levels.evidence["vertebrae"] >= 6
+    json.dumps(tcia_levels.to_dict())
+
+
+def test_tcia_thick_slices(tcia):
+    # every other slice: 6 mm spacing, same anatomy
+    result = find_levels(_crop(tcia, 0, len(tcia.hu) - 1, 2))
+    assert result.l3.found
+    assert 41 <= 2 * result.l3.middle <= 48
+
+
+def test_totalsegmentator_levels_in_reference_masks():
+    if not S0009.is_dir():
+        pytest.skip(f"{S0009} is absent")
+    scan = read_scan(S0009 / "ct.nii.gz")
+    result = find_levels(scan)
+    assert result.l3.found
+    first, last = _mask_range(S0009 / "segmentations" / "vertebrae_L3.nii.gz", scan)
+    assert first <= result.l3.middle <= last
+    # thin slices: the slab within 5 mm of mid-L3
+    assert result.l3.slices[1] - result.l3.slices[0] + 1 == 7
+    lumbar = [lv for lv in result.levels if lv.name.startswith("L")]
+    assert [lv.name for lv in lumbar] == ["L5", "L4", "L3", "L2", "L1"]
+    for lv in lumbar:
+        first, last = _mask_range(S0009 / "segmentations" / f"vertebrae_{lv.name}.nii.gz", scan)
+        assert first <= lv.centre <= last, (lv, first, last)
+
+
+def test_series_ending_above_l3(tcia):
+    result = find_levels(_crop(tcia, 66, len(tcia.hu) - 1))      # from the middle of L1 upwards
+    assert not result.l3.found
+    assert result.l3.reason
+    assert result.l3.slices is None
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_short_stack_is_the_users_choice(tcia, count):
+    result = find_levels(_crop(tcia, 44, 44 + count - 1))
+    assert result.l3.found and "user_choice" in result.l3.flags
+    assert result.l3.slices == [0, count - 1]
+    json.dumps(result.to_dict())
+
+
+@pytest.mark.parametrize("value", [-1000.0, 0.0])
+def test_no_bone_no_spine(value):
+    from kerasmuscle.io.scan import Scan
+
+    hu = np.full((20, 64, 64), -1000.0, np.float32)
+    hu[:, 8:56, 8:56] = value                                  # air, or a water phantom
+    scan = Scan(hu=hu, spacing=(5.0, 1.0, 1.0), positions=np.array([[0.0, 0.0, 5.0 * k] for k in range(20)]))
+    result = find_levels(scan)
+    assert not result.l3.found
+    assert "no spine" in result.l3.reason
+    json.dumps(result.to_dict())
