@@ -29,6 +29,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -74,8 +75,6 @@ MODEL_ENV = "KERASMUSCLE_MODEL"
 def shipped_model_places() -> list[Path]:
     """Where the shipped model is looked for, in order: ``$KERASMUSCLE_MODEL``; ``exports/<name>`` beside the
     package (a clone or an editable install); ``<prefix>/share/kerasmuscle/<name>`` (a wheel install)."""
-    import sys
-
     places = [Path(os.environ[MODEL_ENV])] if os.environ.get(MODEL_ENV) else []
     places.append(Path(__file__).resolve().parent.parent / "exports" / SHIPPED_MODEL)
     places.append(Path(sys.prefix) / "share" / "kerasmuscle" / SHIPPED_MODEL)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from kerasmuscle.bundle import write_checksums
 from kerasmuscle.config import Config, ConfigError, SynthV2Config, TrainConfig
 from kerasmuscle.errors import KerasMuscleError
 from kerasmuscle.fileutil import read_json
@@ -82,7 +83,7 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
 def _data(recipe: Recipe, folder: Path, workers: int | None, log: Log) -> Path:
     from kerasmuscle.synth.v2 import write_dataset
 
-    existing = read_json(folder / "dataset.json") if (folder / "dataset.json").is_file() else None
+    existing = read_json(folder / "dataset.json")
     if existing is not None:
         same = (existing.get("seed") == recipe.seed and existing.get("config") == recipe.synth.to_dict()
                 and len(existing.get("cases", [])) == recipe.samples)
@@ -126,12 +127,11 @@ def run_recipe(recipe: Recipe | str | os.PathLike, out: str | os.PathLike, *, wo
     if not (run / "table.md").is_file():
         evaluate_run(run, fold=recipe.fold, log=log)
     bundle = out / recipe.name
-    if not (bundle / "metadata.json").is_file():
+    # The recipe goes in last, so a bundle without it is one whose export was cut short: it is redone.
+    if not (bundle / RECIPE).is_file():
         export_bundle(run, bundle, formats=recipe.formats, fold=recipe.fold, min_agreement=recipe.min_agreement,
                       overwrite=True, log=log)
         shutil.copyfile(out / RECIPE, bundle / RECIPE)
-        from kerasmuscle.bundle import write_checksums
-
         write_checksums(bundle)
     return bundle
 

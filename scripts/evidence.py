@@ -103,7 +103,7 @@ def main(argv=None) -> int:
                          "flags": [f["message"] for f in record["review"]["flags"]],
                          "overlay": str(folder / "overlay.png")}
                 if ref is not None:
-                    pred = read_labels(folder / "labels.nii.gz", like=read_scan(source)).array
+                    pred = read_labels(folder / "labels.nii.gz", like=scan).array
                     index = list(record["slice_indices"])
                     entry["dice"] = {group: round(dice(ref[index] == value, pred[index] == value), 4)
                                      for group, (_, value) in TS_REFERENCE.items()}
