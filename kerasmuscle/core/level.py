@@ -148,11 +148,15 @@ class LevelResult:
         evidence: how the names were reached: ``vertebrae`` (how many found), ``discs_mm``, ``sacrum_top_mm``,
             ``lowest_rib_mm``, ``counts`` (``{"sacrum": "L3 at ...", "ribs": ...}``), ``candidates``
             (mid-L3 per count when the counts disagree), ``spine_slices``.
+        spine: per slice the (row, column) pixel of the vertebral body's centre, ``[slices, 2]`` float, NaN
+            where no column was followed; None when no column was looked for. For pictures (a sagittal
+            reformat through the spine); not part of :meth:`to_dict`.
     """
 
     levels: list[Level]
     l3: L3Choice
     evidence: dict[str, Any] = field(default_factory=dict)
+    spine: np.ndarray | None = field(default=None, repr=False)
 
     def level(self, name: str) -> Level | None:
         """The named vertebra, or None."""
@@ -501,6 +505,16 @@ def find_levels(scan: Scan, *, bone_hu: float = BONE_HU, cancellous_hu: float = 
     Returns:
         A :class:`LevelResult`; ``result.l3.found`` is False, with a reason, when L3 is not in the scan.
     """
+    result = _find_levels(scan, bone_hu=bone_hu, cancellous_hu=cancellous_hu, min_disc_contrast=min_disc_contrast,
+                          vertebra_mm=vertebra_mm, sacrum_mm=sacrum_mm, rib_lateral_mm=rib_lateral_mm,
+                          slab_mm=slab_mm, thick_slice_mm=thick_slice_mm, user_max_slices=user_max_slices)
+    result.spine = result.evidence.pop("_spine", None)
+    return result
+
+
+def _find_levels(scan: Scan, *, bone_hu: float, cancellous_hu: float, min_disc_contrast: float,
+                 vertebra_mm: tuple[float, float], sacrum_mm: float, rib_lateral_mm: tuple[float, float],
+                 slab_mm: float, thick_slice_mm: float, user_max_slices: int) -> LevelResult:
     n = scan.shape[0]
     if 0 < n <= user_max_slices:
         return _user_choice(scan)
@@ -519,6 +533,7 @@ def find_levels(scan: Scan, *, bone_hu: float = BONE_HU, cancellous_hu: float = 
         return _not_found("no spine found: no vertebral column runs along the scan", [], evidence, ["no_spine"])
     lo, hi = on[0], on[-1]
     evidence["spine_slices"] = [int(lo), int(hi)]
+    evidence["_spine"] = np.where(column.valid[:, None], np.stack([column.row, column.col], 1).astype(float), np.nan)
     profile = _body_profile(hu, spacing, column)
     disc_z, disc_c = _find_discs(z[lo:hi + 1], profile[lo:hi + 1], min_contrast=min_disc_contrast,
                                  vertebra_mm=vertebra_mm)
