@@ -180,6 +180,82 @@ def inspect(path: Path, labels_path: Path | None, series: str | None, force: boo
         click.echo(f"picture of slice {k}: {png}")
 
 
+# --------------------------------------------------------------------------------------------------
+# level
+
+
+@cli.command()
+@click.argument("scans", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object per scan (levels, l3, evidence; one per line for several scans).")
+@click.option("--png", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the level picture (sagittal and coronal reformats, every vertebra named) of one scan.")
+@click.option("--series", help="SeriesInstanceUID to read when a folder holds several series.")
+@click.option("--slab-mm", type=click.FloatRange(0, 50), default=None,
+              help="For slices thinner than 3 mm: choose the slices within this distance of mid-L3 [default: 5].")
+@click.option("--overwrite", is_flag=True, help="Replace the --png picture if it exists.")
+def level(scans: tuple[Path, ...], as_json: bool, png: Path | None, series: str | None, slab_mm: float | None,
+          overwrite: bool) -> None:
+    """Find the vertebral levels of CT scans and the slices at mid-L3, from the spine's bone alone.
+
+    Counts the vertebrae up from the sacrum and down from the lowest rib-bearing vertebra, and prints
+    every level found (slice indices as read_scan and predict number them, index 0 most caudal), the
+    chosen L3 slices, a confidence and flags; or says why L3 is not in the scan. A stack of at most
+    three slices is taken as the user's own L3 choice. Exit code 0: L3 found in every scan; 1: a scan
+    could not be read or holds no L3.
+
+    Examples:
+
+        kerasmuscle level ../shared/data/tcia-pancreas-ct-cb-001/dicom
+
+        kerasmuscle level scan.nii.gz --json --png level.png
+    """
+    from kerasmuscle.core.level import find_levels
+    from kerasmuscle.io import read_scan
+
+    if png is not None and len(scans) > 1:
+        raise click.BadParameter("write the picture of one scan at a time", param_hint="--png")
+    _refuse_existing(png, overwrite)
+    options = {} if slab_mm is None else {"slab_mm": slab_mm}
+    problems = 0
+    for path in scans:
+        try:
+            scan = read_scan(path, series_uid=series)
+            result = find_levels(scan, **options)
+        except KerasMuscleError as exc:
+            problems += 1
+            click.echo(f"failed: {exc}", err=True)
+            continue
+        problems += not result.l3.found
+        if as_json:
+            click.echo(json.dumps({"input": os.fspath(path), **result.to_dict()}, indent=None if len(scans) > 1 else 1))
+        else:
+            _print_levels(os.fspath(path), scan, result)
+        if png is not None:
+            from kerasmuscle.report.levels import write_level_picture
+
+            write_level_picture(png, scan, result)
+            if not as_json:
+                click.echo(f"picture: {png}")
+    if problems:
+        raise SystemExit(1)
+
+
+def _print_levels(path: str, scan, result) -> None:
+    l3 = result.l3
+    click.echo(f"{path}: {scan.shape[0]} slices of {scan.spacing[0]:g} mm")
+    for lv in reversed(result.levels):
+        click.echo(f"  {lv.name:<4} slices {lv.first:>4}..{lv.last:<4} centre {lv.centre:>4}  z {lv.z_mm:8.1f} mm")
+    flags = f"; flags: {', '.join(l3.flags)}" if l3.flags else ""
+    if not l3.found:
+        click.echo(f"  L3 not found: {l3.reason}{flags}")
+        return
+    conf = "" if l3.confidence is None else f", confidence {l3.confidence:.2f}"
+    click.echo(f"  L3: slices {l3.slices[0]}-{l3.slices[1]} (middle {l3.middle}, z {l3.z_mm:.1f} mm){conf}{flags}")
+    for key, text in (result.evidence.get("counts") or {}).items():
+        click.echo(f"  from the {key}: {text}")
+
+
 def _refuse_existing(path: Path | None, overwrite: bool) -> None:
     """Outputs never replace a user's file unless asked to (checked before any work starts)."""
     if path is not None and path.exists() and not overwrite:
@@ -466,8 +542,10 @@ from kerasmuscle.predict.outputs import format_help as _format_help  # noqa: E40
                    "synthetic anatomy alone].")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder: OUT/<case>/ per input, plus OUT/measurements.csv and OUT/slices.csv.")
-@click.option("--slices", help="Slices to segment: all, 12, 10-14, 10,12,20-22 (0-based) or z:LOW:HIGH in mm "
-                               "[default: all]. Measure the L3 level: the case row averages these slices.")
+@click.option("--slices", help="Slices to segment and measure: auto (the slices at mid-L3, found from the spine; "
+                               "a stack of at most three slices is taken as it is), all, 12, 10-14, 10,12,20-22 "
+                               "(0-based, as kerasmuscle level numbers them) or z:LOW:HIGH in mm [default: auto]. "
+                               "The case row averages these slices.")
 @click.option("--height", type=float, help="Patient height in metres, for the skeletal muscle index (all inputs).")
 @click.option("--heights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="CSV with case_id (or patient_id or name) and height_m (or height_cm) per case.")
@@ -491,11 +569,13 @@ def predict(inputs: tuple[Path, ...], bundle: Path | None, out: Path, slices: st
     INPUTS are DICOM series folders, DICOM files, NIfTI or NPZ files. A bad input is reported and skipped.
     Running the command again skips inputs finished with the same model and settings and refuses those
     finished with other settings (--overwrite redoes them). Exit code 0: every input finished; 1: an input
-    failed or was refused; 2: bad options; 130: interrupted (run it again to resume).
+    failed, was refused or holds no L3 (with --slices auto); 2: bad options; 130: interrupted (run it again
+    to resume). By default the L3 slices are found from the spine (see kerasmuscle level); a volume
+    without L3 is reported in one line and not measured.
 
     Example:
 
-        kerasmuscle predict scans/* --model exports/l3 --out results --slices z:-140:-120 --height 1.72
+        kerasmuscle predict scans/* --out results --height 1.72
     """
     from contextlib import ExitStack
 
@@ -505,14 +585,15 @@ def predict(inputs: tuple[Path, ...], bundle: Path | None, out: Path, slices: st
     from kerasmuscle.predict.outputs import parse_formats
 
     try:
-        config = PredictConfig(slices=SliceSelection.parse(slices), height=height, heights=heights,
+        config = PredictConfig(slices=SliceSelection.parse(slices) if slices is not None else None, height=height, heights=heights,
                                formats=parse_formats(formats), shard=parse_shard(shard), overwrite=overwrite,
                                backend=backend, precision=precision, threads=threads, hu_range=hu_range,
                                postprocess=not no_postprocess)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     bars, state = ExitStack(), {}  # a progress bar on a terminal; one line per input in logs and pipes
-    words = {"done": "done", "skipped": "finished earlier, skipped", "refused": "", "failed": "FAILED: "}
+    words = {"done": "done", "skipped": "finished earlier, skipped", "refused": "", "failed": "FAILED: ",
+             "no_l3": ""}
 
     def progress(event: CaseEvent) -> None:
         line = words[event.status] + event.message
@@ -541,7 +622,7 @@ def predict(inputs: tuple[Path, ...], bundle: Path | None, out: Path, slices: st
     tables = (f"measurements in {result.tables[0]} and {result.tables[1]}" if result.tables
               else "no case is finished, so no measurement tables")
     click.echo(f"{out}: {len(result.done)} done, {len(result.skipped)} finished earlier{refused}, "
-               f"{len(result.failed)} failed; {tables}")
+               f"{len(result.failed)} failed{f', {len(result.no_l3)} without L3' if result.no_l3 else ''}; {tables}")
     for source in result.repeated:
         click.echo(f"note: {source} was given more than once; predicted once")
     if result.no_height:
@@ -551,9 +632,11 @@ def predict(inputs: tuple[Path, ...], bundle: Path | None, out: Path, slices: st
         click.echo(f"needs review: {name}: {reasons}")
     for _, message in result.refused:
         click.echo(f"refused: {message}", err=True)
+    for _, message in result.no_l3:
+        click.echo(f"no L3: {message}", err=True)
     for _, message in result.failed:
         click.echo(f"failed: {message}", err=True)
-    if result.failed or result.refused:
+    if result.failed or result.refused or result.no_l3:
         raise SystemExit(1)
 
 

@@ -227,8 +227,25 @@ def run_demo(out: str | os.PathLike = "demo", config: DemoConfig | None = None, 
     }
     for name, result in results.items():
         summary[f"{name}_predicted"] = len(result.done) + len(result.skipped)
-        summary["failed"] += list(result.failed) + list(getattr(result, "refused", []))
+        summary["failed"] += list(result.failed) + list(result.refused) + list(result.no_l3)
+    if "dicom" in results and summary["dicom_predicted"]:
+        summary["dicom_level"] = _level_line(out / "predictions" / "dicom")
     return summary
+
+
+def _level_line(folder: Path) -> str:
+    """How the slices of the one case in ``folder`` were chosen, in a few words."""
+    from kerasmuscle.fileutil import read_json
+
+    records = sorted(folder.glob("*/measurements.json"))
+    record = read_json(records[0]) if records else {}
+    level = (record or {}).get("level") or {}
+    l3 = level.get("l3") or {}
+    index = (record or {}).get("slice_indices") or []
+    if level.get("method") == "auto" and index:
+        return (f"L3 found from the spine: slices {index[0]}-{index[-1]}, confidence {l3.get('confidence')}"
+                f"{' (' + ', '.join(l3.get('flags')) + ')' if l3.get('flags') else ''}; see level.png")
+    return f"slices {index[0]}-{index[-1]} ({level.get('method', 'as given')})" if index else ""
 
 
 def describe(summary: dict[str, Any]) -> str:
@@ -258,6 +275,8 @@ def describe(summary: dict[str, Any]) -> str:
     ]
     if "dicom_predicted" in summary:
         lines.append(f"  your DICOM series     {predictions}/dicom/measurements.csv (and {predictions}/dicom/<case>/)")
+        if summary.get("dicom_level"):
+            lines.append(f"    measured at         {summary['dicom_level']}")
     for source, message in summary["failed"]:
         lines.append(f"  FAILED                {message}")
     lines.append("Synthetic data proves the machinery, not clinical accuracy: train on labelled scans before "

@@ -60,10 +60,11 @@ def test_predict_config_holds_typed_values_and_round_trips():
 
 
 def test_the_output_registry_drives_formats_and_help():
-    assert OUTPUT_FORMATS == ("nifti", "npz", "seg", "png", "csv", "json")
-    assert DEFAULT_FORMATS == ("nifti", "seg", "png", "csv", "json")
+    assert OUTPUT_FORMATS == ("nifti", "npz", "seg", "png", "level", "csv", "json")
+    assert DEFAULT_FORMATS == ("nifti", "seg", "png", "level", "csv", "json")
     assert OUTPUTS["seg"].dicom_only and OUTPUTS["seg"].extra == "dicom" and OUTPUTS["seg"].module == "highdicom"
     assert not any(f.dicom_only for f in FORMATS if f.name != "seg")
+    assert [f.name for f in FORMATS if f.level_only] == ["level"]
     help_text = format_help()
     for fmt in FORMATS:
         assert fmt.name in help_text and fmt.filename in help_text and fmt.description in help_text

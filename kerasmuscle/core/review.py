@@ -3,7 +3,8 @@
 They need no reference labels, so they run on every prediction of every scan: each muscle group present
 on both sides, the left and right areas of a group alike, no muscle on bone, the psoas beside the
 vertebral body and not on it, quadratus lumborum lateral to (and in front of) the erector spinae, and
-areas within broad population ranges (the SMI when the height is known). A case that breaks one is
+areas within broad population ranges (the SMI when the height is known), and, when the level finder chose
+the slices, a level found with low confidence or with counts that disagree. A case that breaks one is
 marked "needs review", with every reason.
 
 The bounds are data (:data:`LIMITS`), deliberately broad: a flag means "look at the overlay", not
@@ -45,6 +46,7 @@ class ReviewLimits:
             the field of view (a missing group is then said to be possibly outside it).
         quadratus_lateral_mm: how much further from the midline than the erector spinae's the quadratus
             lumborum's centre must lie (on synthetic L3 anatomy the gap is 10-20 mm).
+        min_level_confidence: a level found automatically with a lower confidence needs review.
     """
 
     min_side_cm2: float = 0.5
@@ -56,6 +58,7 @@ class ReviewLimits:
     sma_range: tuple[float, float] = (50.0, 350.0)
     truncated_border: float = 0.02
     quadratus_lateral_mm: float = 5.0
+    min_level_confidence: float = 0.6
 
 
 LIMITS = ReviewLimits()
@@ -119,7 +122,7 @@ def _centroid(mask: np.ndarray) -> tuple[float, float] | None:
 
 def review_case(scan: Scan, labels: Any, slices: Iterable[int], case_row: Mapping[str, Any], *,
                 raw_labels: np.ndarray | None = None, midlines: Sequence[float] | None = None,
-                limits: ReviewLimits = LIMITS) -> Review:
+                level: Any = None, limits: ReviewLimits = LIMITS) -> Review:
     """Check a measured case against anatomy.
 
     Args:
@@ -132,6 +135,8 @@ def review_case(scan: Scan, labels: Any, slices: Iterable[int], case_row: Mappin
             (``[len(slices), rows, cols]``), for the muscle-on-bone check; ``labels`` when None.
         midlines: the midline column of each measured slice (the slice rows' ``midline_col``); the
             image centre when None.
+        level: the level finder's :class:`~kerasmuscle.core.level.LevelResult` when it chose the slices:
+            a low confidence, or counts from the sacrum and from the ribs that disagree, need review.
         limits: the bounds.
 
     Returns:
@@ -189,7 +194,30 @@ def review_case(scan: Scan, labels: Any, slices: Iterable[int], case_row: Mappin
         if not lo <= sma <= hi:
             flags.append(ReviewFlag("sma_range", None, f"SMA {sma:.1f} cm² outside the plausible {lo:g}..{hi:g} "
                                     "(no height known)"))
+
+    # 6. the level, when it was found automatically
+    if level is not None:
+        flags += level_flags(level, limits)
     return Review(tuple(flags))
+
+
+def level_flags(level: Any, limits: ReviewLimits = LIMITS) -> list[ReviewFlag]:
+    """The review flags of an automatic L3 choice: counts that disagree (transitional anatomy: a 13th or
+    11th rib, a sacralised L5 or lumbarised S1), and a confidence below ``limits.min_level_confidence``."""
+    l3 = level.l3
+    if not l3.found or "user_choice" in l3.flags:
+        return []
+    out = []
+    if "counts_disagree" in l3.flags:
+        cands = level.evidence.get("candidates") or {}
+        where = ", ".join(f"{k} count {v:.0f} mm" for k, v in cands.items() if v is not None)
+        out.append(ReviewFlag("level_counts", None, "level: counting from the sacrum and from the ribs disagree"
+                              + (f" (mid-L3 at {where})" if where else "") + "; check the vertebra on the level picture"))
+    if l3.confidence is not None and l3.confidence < limits.min_level_confidence:
+        why = f" ({', '.join(f for f in l3.flags if f != 'counts_disagree')})" if len(l3.flags) else ""
+        out.append(ReviewFlag("level_confidence", None, f"level: L3 found with confidence {l3.confidence:.2f}{why}, "
+                              f"below {limits.min_level_confidence:g}"))
+    return out
 
 
 def _psoas_on_body(lab: np.ndarray, bone: np.ndarray, mid: np.ndarray) -> list[ReviewFlag]:
@@ -260,4 +288,4 @@ def _quadratus_place(scan: Scan, lab: np.ndarray, mid: np.ndarray, limits: Revie
                        f"(expected at least {limits.quadratus_lateral_mm:g} mm more lateral, and in front)")]
 
 
-__all__ = ["LIMITS", "RATIO_GROUPS", "Review", "ReviewFlag", "ReviewLimits", "review_case"]
+__all__ = ["LIMITS", "RATIO_GROUPS", "Review", "ReviewFlag", "ReviewLimits", "level_flags", "review_case"]

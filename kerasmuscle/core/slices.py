@@ -1,9 +1,10 @@
 """Which slices are segmented and measured: the one place that decides.
 
 A :class:`SliceSelection` is what a user asked for (every slice, explicit indices, a z range in mm, or the
-labelled slices of a label map); :meth:`SliceSelection.resolve` turns it into slice indices of one scan and
-says plainly when it cannot. ``SliceSelection.parse`` reads the text of ``--slices``. Automatic level
-finding (L3) will be one more kind here, so that the predictor, the batch and the measurements keep asking
+labelled slices of a label map, or ``auto``: the slices at mid-L3 that :func:`kerasmuscle.core.level.find_levels`
+chooses); :meth:`SliceSelection.choose` turns it into slice indices of one scan, with the level result that
+chose them, and says plainly when it cannot (:class:`NoL3Error` when L3 is not in the scan).
+``SliceSelection.parse`` reads the text of ``--slices``. The predictor, the batch and the measurements ask
 this module alone. numpy only.
 """
 
@@ -12,18 +13,53 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kerasmuscle.config import Config
 from kerasmuscle.errors import KerasMuscleError
 
+if TYPE_CHECKING:
+    from kerasmuscle.core.level import LevelResult
+
 #: The kinds of selection.
-KINDS = ("all", "index", "z", "labelled")
+KINDS = ("all", "index", "z", "labelled", "auto")
 
 
 class SliceError(KerasMuscleError, ValueError):
     """A slice selection that is malformed or does not fit the scan (the message says which slice)."""
+
+
+class NoL3Error(SliceError):
+    """``auto`` found no L3 in the scan; ``level`` is the :class:`~kerasmuscle.core.level.LevelResult` that says why."""
+
+    def __init__(self, message: str, level: "LevelResult"):
+        super().__init__(message)
+        self.level = level
+
+
+@dataclass(frozen=True)
+class SliceChoice:
+    """The slices chosen in one scan, and how.
+
+    Args:
+        indices: slice indices, ascending and unique.
+        method: ``"auto"`` (the level finder chose them), ``"user"`` (the user's own L3 choice: indices, a z
+            range, or a stack of at most three slices that ``auto`` takes as it is), ``"all"`` or ``"labelled"``.
+        level: the level finder's result, for ``auto``; else None.
+    """
+
+    indices: np.ndarray
+    method: str
+    level: "LevelResult | None" = None
+
+    def to_dict(self) -> dict:
+        """The record's ``level`` member: the method, the L3 choice and the named vertebrae (JSON-safe)."""
+        if self.level is None:
+            return {"method": self.method, "l3": None, "levels": []}
+        found = self.level.to_dict()
+        return {"method": self.method, "l3": found["l3"], "levels": found["levels"], "evidence": found["evidence"]}
 
 
 def explicit_indices(slices: Iterable[int], count: int, *, source: str = "") -> list[int]:
@@ -78,8 +114,9 @@ class SliceSelection(Config):
     """Which slices of a scan to use (a config: it round-trips through JSON).
 
     Args:
-        kind: ``"all"``, ``"index"`` (``indices``), ``"z"`` (``z_range`` in mm along the slice normal) or
-            ``"labelled"`` (the slices a label map covers).
+        kind: ``"all"``, ``"index"`` (``indices``), ``"z"`` (``z_range`` in mm along the slice normal),
+            ``"labelled"`` (the slices a label map covers) or ``"auto"`` (the L3 slices the level finder
+            chooses; a stack of at most three slices is taken as the user's own choice).
         indices: 0-based slice indices, for ``"index"``.
         z_range: ``(low, high)`` in mm, for ``"z"``.
     """
@@ -116,13 +153,15 @@ class SliceSelection(Config):
 
     @classmethod
     def parse(cls, text: str | None) -> "SliceSelection":
-        """Read ``all``, ``12``, ``10-14``, ``10,12,20-22`` (0-based indices) or ``z:-120:-90`` (mm).
+        """Read ``auto``, ``all``, ``12``, ``10-14``, ``10,12,20-22`` (0-based indices) or ``z:-120:-90`` (mm).
 
         Raises:
             SliceError: the text is none of these forms.
         """
         if text is None or text.strip().lower() in ("", "all"):
             return cls("all")
+        if text.strip().lower() == "auto":
+            return cls("auto")
         text = text.strip()
         if text.lower().startswith("z:"):
             parts = text[2:].split(":")
@@ -135,7 +174,7 @@ class SliceSelection(Config):
         for part in text.split(","):
             m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
             if not m:
-                raise SliceError(f"slices {text!r}: write all, 12, 10-14, 10,12,20-22 or z:LOW:HIGH")
+                raise SliceError(f"slices {text!r}: write auto, all, 12, 10-14, 10,12,20-22 or z:LOW:HIGH")
             a, b = int(m.group(1)), int(m.group(2) or m.group(1))
             if b < a:
                 raise SliceError(f"slices {part.strip()!r}: the range runs backwards")
@@ -151,25 +190,43 @@ class SliceSelection(Config):
         return self.kind
 
     def resolve(self, scan, labels: np.ndarray | None = None) -> np.ndarray:
-        """The slice indices of ``scan`` this selection names, ascending and unique.
+        """The slice indices of ``scan`` this selection names, ascending and unique (see :meth:`choose`)."""
+        return self.choose(scan, labels).indices
+
+    def choose(self, scan, labels: np.ndarray | None = None, *, level: "LevelResult | None" = None) -> SliceChoice:
+        """The slices of ``scan`` this selection names, with how they were chosen.
 
         Args:
             scan: the :class:`~kerasmuscle.io.Scan`.
             labels: the label volume, for ``"labelled"``.
+            level: for ``"auto"``, a level result found earlier for this scan (else the finder runs).
 
         Raises:
             SliceError: an index outside the scan, or a z range that holds no slice.
+            NoL3Error: ``"auto"`` and L3 is not in the scan (the message says what was found and why).
         """
         n = scan.shape[0]
         if self.kind == "z":
-            return z_indices(scan.slice_locations, self.z_range, source=scan.source)
+            return SliceChoice(z_indices(scan.slice_locations, self.z_range, source=scan.source), "user")
         if self.kind == "index":
-            return np.array(sorted(explicit_indices(dict.fromkeys(self.indices), n, source=scan.source)), np.int64)
+            index = np.array(sorted(explicit_indices(dict.fromkeys(self.indices), n, source=scan.source)), np.int64)
+            return SliceChoice(index, "user")
         if self.kind == "labelled":
             if labels is None:
                 raise SliceError("the labelled slices need a label map")
-            return np.array(labelled_indices(labels), np.int64)
-        return np.arange(n)
+            return SliceChoice(np.array(labelled_indices(labels), np.int64), "labelled")
+        if self.kind == "auto":
+            if level is None:
+                from kerasmuscle.core.level import find_levels
+
+                level = find_levels(scan)
+            if not level.l3.found:
+                where = f"{scan.source}: " if scan.source else ""
+                raise NoL3Error(f"{where}not measured: {level.l3.reason}", level)
+            method = "user" if "user_choice" in level.l3.flags else "auto"
+            return SliceChoice(np.array(level.l3.indices, np.int64), method, level)
+        return SliceChoice(np.arange(n), "all")
 
 
-__all__ = ["KINDS", "SliceError", "SliceSelection", "explicit_indices", "labelled_indices", "z_indices"]
+__all__ = ["KINDS", "NoL3Error", "SliceChoice", "SliceError", "SliceSelection", "explicit_indices", "labelled_indices",
+           "z_indices"]

@@ -543,6 +543,14 @@ def _patient_size(source: str, ds: Dataset, messages: list[str]) -> float | None
     return size
 
 
+def _multi_text(value: Any) -> str | None:
+    """A multi-valued string element as DICOM writes it (``ORIGINAL\\PRIMARY\\AXIAL``); None when empty."""
+    if value in (None, ""):
+        return None
+    values = [value] if isinstance(value, (str, bytes)) else list(value)
+    return "\\".join(str(v) for v in values) or None
+
+
 def _tags(ds: Dataset) -> dict[str, Any]:
     def text(key: str) -> str | None:
         v = ds.get(key)
@@ -562,6 +570,7 @@ def _tags(ds: Dataset) -> dict[str, Any]:
         "convolution_kernel": text("ConvolutionKernel"),
         "slice_thickness": _positive(ds.get("SliceThickness")),
         "modality": text("Modality"),
+        "image_type": _multi_text(ds.get("ImageType")),
         "transfer_syntax": UID(str(ts)).name if ts else None,
     }
 

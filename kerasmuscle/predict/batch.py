@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kerasmuscle.config import Config
-from kerasmuscle.core.slices import SliceError, SliceSelection
+from kerasmuscle.core.slices import NoL3Error, SliceError, SliceSelection
 from kerasmuscle.errors import KerasMuscleError, MissingExtraError, ReadError
 from kerasmuscle.fileutil import atomic_path, atomic_write_text, read_json, versions
 from kerasmuscle.predict.outputs import (CASE_FILE, DEFAULT_FORMATS, OUTPUT_FORMATS, CaseOutputs, choose_formats,
@@ -37,8 +37,9 @@ class CaseEvent:
     Args:
         case: the case name.
         status: ``"done"``, ``"skipped"`` (finished earlier with the same settings), ``"refused"`` (finished
-            earlier with other settings) or ``"failed"``.
-        message: for ``refused`` and ``failed`` the reason; for ``done`` a note (a height not found), or "".
+            earlier with other settings), ``"no_l3"`` (``--slices auto`` and L3 is not in the scan: not
+            measured) or ``"failed"``.
+        message: for ``refused``, ``no_l3`` and ``failed`` the reason; for ``done`` a note (a height not found), or "".
         number, total: this input's place in the batch (1-based) and the batch's size.
     """
 
@@ -60,6 +61,8 @@ class BatchResult:
         done, skipped: cases finished now, and finished earlier with the same settings.
         refused: ``(input, message)`` of cases finished earlier with other settings (not redone).
         failed: ``(input, message)`` of inputs that could not be predicted.
+        no_l3: ``(input, message)`` of volumes not measured because L3 is not in them (``auto`` slices); the
+            message says what the level finder found and why L3 was not.
         timings: for each case done, its seconds: ``total`` (read, predict, measure, write) and the parts.
         notes: ``(case, note)``, such as a case that no row of the heights table matches.
         no_height: cases done without a height although a heights table was given (SMI empty).
@@ -72,6 +75,7 @@ class BatchResult:
     skipped: list[str] = field(default_factory=list)
     refused: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    no_l3: list[tuple[str, str]] = field(default_factory=list)
     timings: list[dict[str, float]] = field(default_factory=list)
     notes: list[tuple[str, str]] = field(default_factory=list)
     no_height: list[str] = field(default_factory=list)
@@ -100,7 +104,8 @@ class PredictConfig(Config):
     as typed values).
 
     Args:
-        slices: a :class:`~kerasmuscle.core.slices.SliceSelection` (None: every slice).
+        slices: a :class:`~kerasmuscle.core.slices.SliceSelection` (None: ``auto``, the slices at mid-L3 that
+            the level finder chooses; a stack of at most three slices is taken as it is).
         height: the patient height in metres for every input (for the skeletal muscle index).
         heights: a CSV of heights per case (see :func:`kerasmuscle.core.measure.read_heights`).
         formats: output names from :data:`kerasmuscle.predict.outputs.OUTPUT_FORMATS` (None: the defaults).
@@ -144,9 +149,9 @@ class PredictConfig(Config):
 
 
 def _selection(value: SliceSelection | None) -> SliceSelection:
-    """``PredictConfig.slices`` as a SliceSelection (None: every slice)."""
+    """``PredictConfig.slices`` as a SliceSelection (None: ``auto``)."""
     if value is None:
-        return SliceSelection()
+        return SliceSelection("auto")
     if isinstance(value, SliceSelection):
         return value
     raise SliceError(f"slices {value!r}: give a SliceSelection, for example SliceSelection.parse('43-45')")
@@ -320,6 +325,7 @@ def case_record(name: str, source: str, prediction, case_row: dict[str, Any], sl
         "scan": {"shape": list(scan.shape), "spacing_mm": list(scan.spacing), "format": scan.format,
                  "series_uid": info.series_uid if info else None, "study_uid": info.study_uid if info else None,
                  "patient_id": info.tags.get("patient_id") if info else None, "warnings": list(scan.warnings)},
+        "level": prediction.choice.to_dict() if prediction.choice is not None else None,
         "slice_indices": [int(i) for i in prediction.slices],
         "slice_locations_mm": scan.slice_locations[prediction.slices].tolist(),
         "measurements": case_row,
@@ -340,7 +346,8 @@ def write_case(folder: Path, case: CaseOutputs, formats: Sequence[str]) -> list[
 
 
 #: The first columns of ``measurements.csv`` (before the measurements) and the ones after them.
-SUMMARY_LEAD = ("case", "needs_review", "review_reasons")
+SUMMARY_LEAD = ("case", "needs_review", "review_reasons", "level_method", "level_z_mm", "level_confidence",
+                "level_flags")
 SUMMARY_EXTRA = ("input", "bundle", "model_sha256", "backend", "precision", "hu_window", "hu_range",
                  "height_source", "slice_locations_mm", "series_uid", "kerasmuscle", "onnxruntime")
 
@@ -360,6 +367,16 @@ def finished_records(out: Path) -> list[dict[str, Any]]:
     return records
 
 
+def level_columns(record: dict[str, Any]) -> dict[str, Any]:
+    """A case record's level in ``measurements.csv`` (the measured slices are the ``slice_indices`` column): how
+    the slices were chosen (``auto``, ``user``, ``all``), mid-L3 in mm, the finder's confidence and flags
+    (``;``-separated)."""
+    level = record.get("level") or {}
+    l3 = level.get("l3") or {}
+    return {"level_method": level.get("method"), "level_z_mm": l3.get("z_mm"),
+            "level_confidence": l3.get("confidence"), "level_flags": ";".join(l3.get("flags") or [])}
+
+
 def write_summaries(out: Path) -> list[Path]:
     """Rebuild ``measurements.csv`` and ``slices.csv`` in ``out`` from every finished case; returns the tables
     written (none, and nothing written, when no case is finished)."""
@@ -374,7 +391,8 @@ def write_summaries(out: Path) -> list[Path]:
     for rec in records:
         m, model = rec["measurements"], rec["model"]
         review = rec.get("review") or {}
-        extra = {"needs_review": review.get("needs_review"),
+        extra = {**level_columns(rec),
+                 "needs_review": review.get("needs_review"),
                  "review_reasons": "; ".join(f["message"] for f in review.get("flags", [])),
                  "input": rec["input"], "bundle": model.get("bundle"), "model_sha256": model.get("model_sha256"),
                  "backend": model.get("backend"), "precision": model.get("precision"),
@@ -430,11 +448,15 @@ class _Batch:
             slice_rows, case_row = measure_case(prediction.scan, prediction.labels,
                                                 [int(i) for i in prediction.slices], height_m=height[0])
             review = review_case(prediction.scan, prediction.labels, prediction.slices, case_row,
-                                 raw_labels=prediction.raw_labels, midlines=[r["midline_col"] for r in slice_rows])
+                                 raw_labels=prediction.raw_labels, midlines=[r["midline_col"] for r in slice_rows],
+                                 level=prediction.level)
             record = case_record(name, source, prediction, case_row, slice_rows, height, self.predictor,
                                  settings, notes, review)
             with atomic_path(folder, overwrite=True) as tmp:
                 write_case(tmp, CaseOutputs(name, prediction, slice_rows, case_row, record), self.formats)
+        except NoL3Error as exc:
+            result.no_l3.append((source, str(exc)))
+            return "no_l3", str(exc)
         except (KerasMuscleError, ValueError, MissingExtraError, OSError) as exc:
             message = str(exc)
             if not (isinstance(exc, ReadError) or message.startswith(source)):

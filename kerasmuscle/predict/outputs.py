@@ -52,6 +52,7 @@ class OutputFormat:
         description: one line for the ``--format`` help.
         write: ``write(path, case)`` writes the file.
         dicom_only: written for DICOM inputs only (others are left without it, silently).
+        level_only: written only when the level finder chose the slices (``--slices auto`` on a volume).
         extra: the kerasmuscle extra (``pip install 'kerasmuscle[EXTRA]'``) that provides ``module``.
         module: the optional module the writer needs.
         default: part of the default set.
@@ -63,6 +64,7 @@ class OutputFormat:
     description: str
     write: Callable[[Path, CaseOutputs], None]
     dicom_only: bool = False
+    level_only: bool = False
     extra: str | None = None
     module: str | None = None
     default: bool = True
@@ -78,9 +80,13 @@ class OutputFormat:
         if not self.installed():
             raise MissingExtraError(f"Writing {self.description}", self.extra or self.module, self.module)
 
-    def applies_to(self, scan) -> bool:
-        """Whether this output is written for ``scan``."""
-        return not self.dicom_only or scan.dicom is not None
+    def applies_to(self, case: CaseOutputs) -> bool:
+        """Whether this output is written for ``case``."""
+        p = case.prediction
+        if self.dicom_only and p.scan.dicom is None:
+            return False
+        level = getattr(p, "level", None)
+        return not self.level_only or (level is not None and "user_choice" not in level.l3.flags)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -114,6 +120,20 @@ def _write_png(path: Path, case: CaseOutputs) -> None:
     from kerasmuscle.report import save_png
 
     save_png(path, qc_picture(case.prediction, case.slice_rows), fast=True)
+
+
+def _write_level_png(path: Path, case: CaseOutputs) -> None:
+    import numpy as np
+
+    from kerasmuscle.report import save_png
+    from kerasmuscle.report.levels import level_picture
+    from kerasmuscle.report.overlay import body_tiles
+
+    p = case.prediction
+    middle = p.level.l3.middle
+    z = middle if middle in set(int(i) for i in p.slices) else int(p.slices[len(p.slices) // 2])
+    _, coloured, _ = body_tiles(p.scan.hu[z], np.asarray(p.labels[z]), alpha=0.45)
+    save_png(path, level_picture(p.scan, p.level, [int(i) for i in p.slices], coloured), fast=True)
 
 
 def slice_lines(case: str, rows: Iterable[dict[str, Any]], *extra: object) -> Iterator[list[object]]:
@@ -153,6 +173,9 @@ FORMATS: tuple[OutputFormat, ...] = (
                  dicom_only=True, extra="dicom", module="highdicom"),
     OutputFormat("png", "overlay.png", "an overlay of the slices with most muscle, for quality control",
                  _write_png),
+    OutputFormat("level", "level.png", "the level picture: sagittal and coronal reformats with every vertebra "
+                 "named and the measured slices marked, beside the axial overlay (--slices auto)", _write_level_png,
+                 level_only=True),
     OutputFormat("csv", "slices.csv", "the measurements of every measured slice", _write_csv),
     OutputFormat("json", CASE_FILE, "provenance, settings and measurements (always written)", _write_json,
                  always=True),
@@ -206,7 +229,7 @@ def write_outputs(folder: Path, case: CaseOutputs, formats: Sequence[str]) -> li
     """Write ``case``'s chosen outputs into ``folder`` in registry order; returns the names written."""
     written = []
     for fmt in FORMATS:
-        if (fmt.name in formats or fmt.always) and fmt.applies_to(case.prediction.scan):
+        if (fmt.name in formats or fmt.always) and fmt.applies_to(case):
             fmt.write(folder / fmt.filename, case)
             written.append(fmt.name)
     return written

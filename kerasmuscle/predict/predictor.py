@@ -28,7 +28,7 @@ import numpy as np
 from kerasmuscle import bundle as _bundle
 from kerasmuscle.config import PreprocessConfig
 from kerasmuscle.core.inference import segment_slices
-from kerasmuscle.core.slices import SliceSelection
+from kerasmuscle.core.slices import SliceChoice, SliceSelection
 from kerasmuscle.errors import KerasMuscleError, ReadError
 from kerasmuscle.predict.runtimes import BACKENDS, load_model
 
@@ -59,8 +59,10 @@ class Prediction:
         probabilities: float32 ``[len(slices), rows, cols, classes]`` on the scan's grid, when asked for.
         hu_range: the HU range of the post-processing, or None when it was off.
         model: the bundle's name, path, backend, precision and model checksum.
-        seconds: time spent reading the scan, preprocessing, in the model, and resizing back plus
-            post-processing.
+        seconds: time spent reading the scan, finding the level (``auto``), preprocessing, in the model, and
+            resizing back plus post-processing.
+        choice: how the slices were chosen (:class:`~kerasmuscle.core.slices.SliceChoice`: ``method``, and
+            for ``auto`` the level finder's ``level`` result with every vertebra named).
     """
 
     scan: Any
@@ -71,6 +73,12 @@ class Prediction:
     hu_range: tuple[float, float] | None = None
     model: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    choice: SliceChoice | None = None
+
+    @property
+    def level(self):
+        """The level finder's :class:`~kerasmuscle.core.level.LevelResult` (``auto`` selections), else None."""
+        return self.choice.level if self.choice is not None else None
 
 
 class Predictor:
@@ -156,14 +164,17 @@ class Predictor:
         """
         return SliceSelection.of(slices, z_range).resolve(scan)
 
-    def predict(self, scan_or_path, slices: Sequence[int] | None = None, *, z_range: tuple[float, float] | None = None,
+    def predict(self, scan_or_path, slices: Sequence[int] | SliceSelection | str | None = None, *,
+                z_range: tuple[float, float] | None = None,
                 probabilities: bool = False, postprocess: bool = True, hu_range: tuple[float, float] | None = None,
                 batch_size: int = 4) -> Prediction:
         """Segment a scan.
 
         Args:
             scan_or_path: a :class:`~kerasmuscle.io.Scan`, or anything :func:`~kerasmuscle.io.read_scan` reads.
-            slices: indices to segment, or a :class:`~kerasmuscle.core.slices.SliceSelection` (default: every slice).
+            slices: indices to segment, a :class:`~kerasmuscle.core.slices.SliceSelection`, or its text
+                (``"auto"``: the slices at mid-L3 found by :func:`kerasmuscle.core.level.find_levels`;
+                ``"43-45"``); default: every slice.
             z_range: segment the slices whose location along the slice normal lies in ``(low, high)`` mm.
             probabilities: also return the class probabilities on the scan's grid.
             postprocess: remove predicted muscle outside the HU range (the paper's step).
@@ -175,6 +186,7 @@ class Predictor:
 
         Raises:
             ReadError: the path cannot be read as CT.
+            NoL3Error: ``"auto"`` and L3 is not in the scan (its ``level`` says what was found).
             KerasMuscleError: bad slice selection.
         """
         started = time.perf_counter()
@@ -185,17 +197,22 @@ class Predictor:
         else:
             scan = scan_or_path
         _check_looks_like_ct(scan)
-        selection = slices if isinstance(slices, SliceSelection) else SliceSelection.of(slices, z_range)
-        index = selection.resolve(scan)
-        hu_range = tuple(hu_range) if hu_range is not None else self.hu_range
+        if isinstance(slices, str):
+            selection = SliceSelection.parse(slices)
+        else:
+            selection = slices if isinstance(slices, SliceSelection) else SliceSelection.of(slices, z_range)
         read = time.perf_counter() - started
+        choice = selection.choose(scan)
+        index = choice.indices
+        level = time.perf_counter() - started - read
+        hu_range = tuple(hu_range) if hu_range is not None else self.hu_range
         out = segment_slices(self.model.run, scan.hu, index, self.preprocess, hu_range=hu_range if postprocess else None,
                              probabilities=probabilities, num_classes=self.num_classes, batch_size=batch_size)
         labels = np.zeros(scan.shape, np.uint8)
         labels[index] = out.labels
         return Prediction(scan=scan, labels=labels, slices=index, raw_labels=out.raw, probabilities=out.probabilities,
                           hu_range=hu_range if postprocess else None, model=self.info,
-                          seconds={"read": read, **out.seconds})
+                          seconds={"read": read, "level": level, **out.seconds}, choice=choice)
 
 
 __all__ = ["Prediction", "Predictor"]
