@@ -220,9 +220,20 @@ class SynthV2Config(Config):
         fov_mm: range of the field of view; spine-centred narrow fields are drawn from its low end.
         narrow_fraction: share of samples with a narrow field centred on the spine (bodies cut at its edge).
         spacing_mm: allowed pixel spacing; the field is clipped to ``image_size`` times this range.
-        level_mm: the middle slice lies up to this far above or below mid-L3. The anatomy's change with
-            level is modelled for L3 and its discs; beyond about 25 mm the psoas sinks into the vertebra,
-            so the L2 and L4 bodies (about ±40 mm) are not reached yet.
+        level_mm: the middle slice lies up to this far above or below mid-L3 (uniformly); 40 reaches from
+            about mid-L2 to mid-L4. With ``level_anatomy`` off, keep it within 25: beyond that the L3-only
+            anatomy does not hold (the psoas sinks into the vertebra).
+        level_anatomy: the anatomy follows the level from L2 to L4 (one vertebra and disc per level; psoas
+            small at L2 and large at L4; quadratus lumborum thinner at both ends; kidneys, liver and spleen
+            lower poles, the crura of the diaphragm and the lowest rib tips towards L2; the aortic
+            bifurcation and the iliac crests towards L4). Off: the L3 anatomy at every level (as the
+            shipped ``l3-synth-v1`` was trained).
+        kidney_contact: share of kidneys placed against psoas and quadratus lumborum (where real lower poles
+            lie, and where the shipped model took one for psoas); the others lie in the fat lateral to them.
+        arms: share of samples with one or both arms lying beside the body (arms down): separate
+            cross-sections outside the body outline, touching it or not, with skin, fat, muscle and bone,
+            labelled background; with a chance of one half the field of view is widened to hold them,
+            else they may be cut by its edge.
         thickness_mm: range of slice thickness; each slice averages sub-slices over it (partial volume).
         noise_hu: range of the noise standard deviation in soft tissue.
         elastic_points: range of control points per side of the elastic field.
@@ -247,7 +258,10 @@ class SynthV2Config(Config):
     fov_mm: tuple[float, float] = (150.0, 500.0)
     narrow_fraction: float = 0.15
     spacing_mm: tuple[float, float] = (0.5, 3.0)
-    level_mm: float = 25.0
+    level_mm: float = 40.0
+    level_anatomy: bool = True
+    kidney_contact: float = 0.6
+    arms: float = 0.25
     thickness_mm: tuple[float, float] = (1.0, 7.5)
     noise_hu: tuple[float, float] = (5.0, 60.0)
     elastic_points: tuple[int, int] = (8, 16)
@@ -282,7 +296,7 @@ class SynthV2Config(Config):
         _check_range("cortex_mm", self.cortex_mm, 0.1, 5.0)
         if not 0.0 <= self.level_mm <= 60.0:
             raise ValueError(f"level_mm must be within [0, 60], got {self.level_mm}")
-        for name in ("narrow_fraction", "flip", "random_intensity", "rim_absent", "metal"):
+        for name in ("narrow_fraction", "flip", "random_intensity", "rim_absent", "metal", "kidney_contact", "arms"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], got {getattr(self, name)}")
 

@@ -43,7 +43,9 @@ class Tissue:
     Args:
         id: value in tissue maps.
         name: identifier, for example ``"psoas_major"``.
-        kind: coarse class: air, device, skin, fat, muscle, soft, bone, fluid, blood, gas, contrast.
+        kind: coarse class: air, device, skin, fat, muscle, other_muscle, soft, bone, fluid, blood, gas,
+            contrast. ``other_muscle`` is skeletal muscle outside the five trunk groups (arm muscles beside
+            the body, the crura of the diaphragm): muscle-dense but background.
         label: muscle label id (:mod:`kerasmuscle.labels`) the tissue belongs to; 0 for non-muscle.
     """
 
@@ -89,6 +91,10 @@ TISSUES: tuple[Tissue, ...] = (
     Tissue(32, "liver", "soft"),
     Tissue(33, "urine", "fluid"),
     Tissue(34, "chyme", "soft"),
+    # Synthetic data v2 only (levels L2 to L4, arms beside the body); v1 never paints them.
+    Tissue(35, "arm_muscle", "other_muscle"),
+    Tissue(36, "diaphragm_crus", "other_muscle"),
+    Tissue(37, "spleen", "soft"),
 )
 
 T = SimpleNamespace(**{t.name.upper(): t.id for t in TISSUES})
@@ -806,12 +812,20 @@ class SliceDrawer:
         tis = self.base.copy()
         # One blob field per slice serves colon gas bubbles and intramuscular fat (disjoint regions).
         self.bubble_field = gaussian_field(self.rng, self.shape, max(1.2 / self.cv.spacing, 0.8))
+        levels = getattr(self.g, "levels", None)
         self._draw_quadratus(tis, z)
         self._draw_psoas(tis, z)
         self._draw_vessels(tis, z)
+        if levels is not None:
+            self._draw_crura(tis, z, levels)
         self._draw_kidneys(tis, z)
         self._draw_liver(tis, z)
+        if levels is not None:
+            self._draw_spleen(tis, z, levels)
         self.bowel.draw(self, tis, z)
+        if levels is not None:
+            self._draw_ribs(tis, z, levels)
+            self._draw_iliac_crests(tis, z, levels)
         self._draw_spine(tis, z)
         self._draw_imat(tis)
         return tis
@@ -847,23 +861,38 @@ class SliceDrawer:
         _paint(tis, box, (sd >= 0) & (sd < rim) & keep, T.INTERMUSCULAR_FAT, rim_allow)
         _paint(tis, box, sd < 0, tissue, allow)
 
-    def _draw_quadratus(self, tis: np.ndarray, z: float) -> None:
+    def _ql_star(self, k: int, s: int, z: float) -> Star:
         g = self.g
-        for k, s in enumerate((-1, 1)):
+        lv = getattr(g, "levels", None)
+        if lv is None:
             f = g.side_f(3, s) * (1.0 - 0.01 * z) * getattr(g, "ql_scale", 1.0)
             rx, ry = g.ql_rx * f, g.ql_ry * f
-            cx = s * (g.tp_tip + rx * 0.45 + getattr(g, "ql_shift_mm", 0.0))
-            cy = g.y_tp - 2.0 + getattr(g, "ql_depth_mm", 0.0)
-            tab = ellipse_table(rx, ry, egg=0.12, egg_angle=-s * np.pi / 2, wobble=g.ql_wobble[k], n=360)
-            star = Star(cx, cy, tab, -s * np.radians(24.0))
-            self._rim(tis, star, T.QUADRATUS_LUMBORUM, _ON_SOFT, self.ql_rim_mm, _ON_ES)
+        else:
+            # Largest at L3, thinner towards its rib attachment (L2) and its iliac insertion (L4).
+            f = g.side_f(3, s) * max(1.0 - lv.ql_lin * z - lv.ql_quad * z * z, 0.35) * getattr(g, "ql_scale", 1.0)
+            rx, ry = g.ql_rx * f, g.ql_ry * f * (1.0 if z > 0 else max(1.0 + 0.006 * z, 0.6))
+        cx = s * (g.tp_tip + rx * 0.45 + getattr(g, "ql_shift_mm", 0.0))
+        cy = g.y_tp - 2.0 + getattr(g, "ql_depth_mm", 0.0)
+        tab = ellipse_table(rx, ry, egg=0.12, egg_angle=-s * np.pi / 2, wobble=g.ql_wobble[k], n=360)
+        return Star(cx, cy, tab, -s * np.radians(24.0))
+
+    def _draw_quadratus(self, tis: np.ndarray, z: float) -> None:
+        for k, s in enumerate((-1, 1)):
+            self._rim(tis, self._ql_star(k, s, z), T.QUADRATUS_LUMBORUM, _ON_SOFT, self.ql_rim_mm, _ON_ES)
 
     def _psoas_star(self, k: int, s: int, z: float) -> Star:
         g = self.g
-        f = g.side_f(2, s) * (1.0 - 0.011 * z)
+        lv = getattr(g, "levels", None)
         flat = getattr(g, "ps_flat", 1.0)  # > 1: wider than deep (a flat teardrop)
-        rx, ry = g.ps_rx * f * flat**0.5, g.ps_ry * f / flat**0.5
-        cx = s * (g.vb_hw + rx * 0.72 - 0.15 * z + getattr(g, "ps_gap_mm", 0.0))
+        if lv is None:
+            f = g.side_f(2, s) * (1.0 - 0.011 * z)
+            rx, ry = g.ps_rx * f * flat**0.5, g.ps_ry * f / flat**0.5
+            cx = s * (g.vb_hw + rx * 0.72 - 0.15 * z + getattr(g, "ps_gap_mm", 0.0))
+        else:
+            # Small at L2 (about half its L3 area), large at L4 (about 1.3x), beside the body at every level.
+            f = g.side_f(2, s) * float(np.clip(1.0 - (lv.ps_up if z > 0 else lv.ps_down) * z, 0.45, 1.4))
+            rx, ry = g.ps_rx * f * flat**0.5, g.ps_ry * f / flat**0.5
+            cx = s * (g.vb_hw * lv.vb_scale_at(z) + rx * 0.72 - 0.05 * z + getattr(g, "ps_gap_mm", 0.0))
         cy = -0.12 * g.vb_hd + 0.1 * z
         tab = ellipse_table(rx, ry, egg=getattr(g, "ps_egg", 0.13), egg_angle=np.pi + s * np.radians(35),
                             wobble=g.psoas_wobble[k], n=360)
@@ -879,7 +908,17 @@ class SliceDrawer:
         ra = b.aorta_radius_mm
         ay = -g.vb_hd - ra - 1.5
         ax = b.aorta_x_mm
-        box, sd = self._star(tis, Star(ax, ay, np.full(90, ra)), T.ARTERY, _ON_FAT)
+        lv = getattr(g, "levels", None)
+        if lv is not None and z < lv.bif_z:
+            # Below the bifurcation: the two common iliac arteries, diverging caudally.
+            sep = min((lv.bif_z - z) / 12.0, 1.0)
+            for s in (-1, 1):
+                r = ra * (1.0 - 0.3 * sep)
+                self._star(tis, Star(ax - 0.4 * ra * sep + s * (0.4 + 1.4 * sep) * ra, ay + 0.3 * ra * sep, np.full(90, r)),
+                           T.ARTERY, _ON_FAT)
+            box = None
+        else:
+            box, sd = self._star(tis, Star(ax, ay, np.full(90, ra)), T.ARTERY, _ON_FAT)
         if box is not None and b.aortic_calcification > 0.05:
             x, y = self.cv.x[box], self.cv.y[box]
             ang = np.arctan2(x - ax, ay - y)
@@ -928,6 +967,19 @@ class SliceDrawer:
         if rx < 3.0:
             return None
         ry = 0.78 * b.kidney_size_mm[k] * f
+        contact = getattr(g, "kidney_contact", None)
+        if contact is not None and contact[k] is not None:
+            # Against psoas (medially) and quadratus lumborum (posteriorly), as in real CT, where the
+            # lower pole lies right beside the psoas; ``contact`` is the gap (mm, < 0: pressed into them,
+            # which the muscles win, denting the kidney).
+            tab = ellipse_table(rx, ry, n=90)
+            ps_lat = _extent(self._psoas_star(k, s, z), s, 0.0)
+            ql_front = -_extent(self._ql_star(k, s, z), 0.0, -1.0)
+            med = _extent(Star(0.0, 0.0, tab, s * g.kidney_angle[k]), -s, 0.0)
+            post = _extent(Star(0.0, 0.0, tab, s * g.kidney_angle[k]), 0.0, 1.0)
+            cx = s * (ps_lat + contact[k] + med + 3.0 * (1.0 - t))
+            cy = ql_front - post - contact[k] - 3.0 * (1.0 - t)
+            return cx, cy, rx, ry
         # The lower pole lies lateral and anterior; the section moves medially towards the hilum.
         cx = s * (g.vb_hw + 2.0 * g.ps_rx + 0.8 * rx + 6.0 + 6.0 * (1.0 - t))
         cy = g.y_tp - 0.5 * g.ql_ry - 0.75 * ry - 3.0 - 6.0 * (1.0 - t)
@@ -954,13 +1006,17 @@ class SliceDrawer:
 
     def _draw_liver(self, tis: np.ndarray, z: float) -> None:
         g, b = self.g, self.body
-        if b.liver_tip_mm <= 0:
+        size = b.liver_tip_mm
+        tip_z = -0.6 * size
+        lv = getattr(g, "levels", None)
+        if size <= 0 and lv is not None:
+            size, tip_z = lv.liver_r, lv.liver_z
+        if size <= 0:
             return
-        tip_z = -0.6 * b.liver_tip_mm
         if z <= tip_z:
             return
-        f = min(math.sqrt((z - tip_z) / (b.liver_tip_mm * 1.5)), 1.0)
-        r = b.liver_tip_mm * f
+        f = min(math.sqrt((z - tip_z) / (size * 1.5)), 1.0)
+        r = size * f
         ph = -np.radians(95.0)
         rc = float(lookup(self._t32["core_table"], np.array([ph]))[0]) - float(lookup(self._t32["wall_depth"], np.array([ph]))[0])
         rho = rc - 0.55 * r - 3.0
@@ -971,13 +1027,21 @@ class SliceDrawer:
     def _draw_spine(self, tis: np.ndarray, z: float) -> None:
         g, cv = self.g, self.cv
         hh = g.vb_hh
+        lv = getattr(g, "levels", None)
+        tp_tip = g.tp_tip
+        vb_table = g.vb_table
+        if lv is not None:
+            # One vertebra per period (body and disc): L2 above, L4 below, each its own size.
+            m, z = lv.segment(z)
+            vb_table = vb_table * lv.vb_scale(m)
+            tp_tip = tp_tip * lv.tp_scale(m)
         # Vertebral body, or disc near the endplates; the body is waisted at mid-height.
         waist = 1.0 + 0.05 * (z / hh) ** 2
         if abs(z) >= hh - 0.8:
-            star = Star(0.0, 0.0, g.vb_table * waist * 1.03)
+            star = Star(0.0, 0.0, vb_table * waist * 1.03)
             self._star(tis, star, T.INTERVERTEBRAL_DISC)
         else:
-            star = Star(0.0, 0.0, g.vb_table * waist)
+            star = Star(0.0, 0.0, vb_table * waist)
             box, sd = self._star(tis, star, T.CORTICAL_BONE)
             shell = g.cortex * (2.2 if abs(z) > hh - 3.0 else 1.0)
             if box is not None:
@@ -991,7 +1055,7 @@ class SliceDrawer:
         canal_tab = ellipse_table(g.canal_w / 2, g.canal_d / 2, n=360) * (1.0 + 0.12 * np.cos(3.0 * (angles(360) - np.pi)))
         canal = Star(0.0, ccy, canal_tab)
         cw = g.canal_w / 2
-        pieces = self._arch_pieces(z)
+        pieces = self._arch_pieces(z, tp_tip)
         # Facet joints near the endplates: inferior articular processes medial, superior lateral.
         facet = None
         if z < -hh + 9.0:
@@ -1018,8 +1082,9 @@ class SliceDrawer:
             sac = ((x / (0.36 * g.canal_w)) ** 2 + ((y - ccy + 0.6) / (0.36 * g.canal_d)) ** 2) < 1.0
             _paint(tis, box, sac & (sd < 0), T.CSF)
 
-    def _arch_pieces(self, z: float) -> list[tuple[list[tuple[float, float]], list[float]]]:
-        """Centre lines and radius profiles of the parts of the neural arch cut by slice ``z``.
+    def _arch_pieces(self, z: float, tp_tip: float | None = None) -> list[tuple[list[tuple[float, float]], list[float]]]:
+        """Centre lines and radius profiles of the parts of the neural arch cut by slice ``z`` (``tp_tip``:
+        the transverse processes' reach, default the body's).
 
         Each piece is a polyline with a radius at every vertex; which pieces appear depends on the
         level (pedicles and transverse processes near mid-height, laminae and the spinous process
@@ -1027,6 +1092,7 @@ class SliceDrawer:
         """
         g = self.g
         hh = g.vb_hh
+        tip = g.tp_tip if tp_tip is None else tp_tip
         cw, cd, ccy, y_lam = g.canal_w / 2, g.canal_d, g.canal_cy, g.y_lam
         pieces: list[tuple[list[tuple[float, float]], list[float]]] = []
         if -0.1 * hh < z < 0.85 * hh:
@@ -1041,11 +1107,11 @@ class SliceDrawer:
             f = math.sqrt(1.0 - (tp_dz / g.tp_hh) ** 2)
             u = np.array([0.0, 0.15, 0.35, 0.6, 0.82, 1.0])
             x0, y0 = cw + 4.5, ccy + 0.5
-            y1 = ccy + 1.0 + g.tp_sweep * (g.tp_tip - cw)
+            y1 = ccy + 1.0 + g.tp_sweep * (tip - cw)
             r = (g.tp_end_r + (g.tp_root_r - g.tp_end_r) * (1.0 - u) ** 1.3) * f + 0.6
             yc = y0 + (y1 - y0) * u**1.25 + 0.5 * (r - r[-1])
             for s in (-1, 1):
-                pts = [(s * (x0 + (g.tp_tip - x0) * t), yy) for t, yy in zip(u, yc)]
+                pts = [(s * (x0 + (tip - x0) * t), yy) for t, yy in zip(u, yc)]
                 pieces.append((pts, r.tolist()))
         if -hh - 4.0 < z < 0.7 * hh:
             # Laminae: a thick arch round the back of the canal, with the bulge of the articular
@@ -1098,6 +1164,114 @@ class SliceDrawer:
         # cortex where the pedicles join it.
         sub[(sd < 0) & (sub != T.CANCELLOUS_BONE)] = T.CORTICAL_BONE
         sub[sd < -self.g.arch_shell] = T.CANCELLOUS_BONE
+
+    # -- levels L2 to L4 and arms (synthetic data v2; see :func:`level_geometry`, :func:`sample_arms`) --
+    def _polyline(self, tis: np.ndarray, pts: list[tuple[float, float]], radii: list[float], tissue: int,
+                  allow: np.ndarray | None, core: int | None = None, shell: float = 0.0) -> None:
+        """Paint a tapered capsule chain (one distance field), with a ``core`` tissue deeper than ``shell`` mm."""
+        cv = self.cv
+        pad = 1.0 + max(radii)
+        box = cv.box(min(p[0] for p in pts) - pad, max(p[0] for p in pts) + pad,
+                     min(p[1] for p in pts) - pad, max(p[1] for p in pts) + pad)
+        if box is None:
+            return
+        x, y = cv.x[box], cv.y[box]
+        sd = np.full(x.shape, np.inf, np.float32)
+        for p0, p1, r0, r1 in zip(pts[:-1], pts[1:], radii[:-1], radii[1:]):
+            np.minimum(sd, _segment_sdf(x, y, p0, p1, r0, r1), out=sd)
+        _paint(tis, box, sd < 0, tissue, allow)
+        if core is not None:
+            _paint(tis, box, sd < -shell, core, _lut((tissue,)))
+
+    def _on_outline(self, phi: float, depth: float) -> tuple[float, float]:
+        """Body-frame point ``depth`` mm inside the core's outline at angle ``phi`` (about the body centre)."""
+        g = self.g
+        rho = float(lookup(self._t32["core_table"], np.array([phi], np.float32))[0]) - depth
+        return rho * math.sin(phi), g.yc - rho * math.cos(phi)
+
+    def _draw_crura(self, tis: np.ndarray, z: float, lv: Levels) -> None:
+        """The crura of the diaphragm: muscle bands on the anterolateral vertebral body at L2 (the right
+        one longer, sometimes reaching L3); muscle-dense, labelled background."""
+        g = self.g
+        for k, s in enumerate((-1, 1)):
+            t = lv.crus_mm[k] * min((z - lv.crus_z[k]) / 12.0, 1.0)
+            if t < 1.0:
+                continue
+            w = lv.vb_scale_at(z)
+            pts = []
+            for a in np.radians(lv.crus_deg[k]):
+                r = float(lookup(np.asarray(g.vb_table, np.float32), np.array([s * a], np.float32))[0]) * w + 0.5 * t + 0.4
+                pts.append((r * math.sin(s * a), -r * math.cos(s * a)))
+            self._polyline(tis, pts, [0.5 * t, 0.5 * t, 0.3 * t], T.DIAPHRAGM_CRUS, _ON_FAT)
+
+    def _draw_spleen(self, tis: np.ndarray, z: float, lv: Levels) -> None:
+        """The spleen's lower pole, left posterolateral against the wall, from about L2 upwards."""
+        if z <= lv.spleen_z:
+            return
+        r = lv.spleen_r * min(math.sqrt((z - lv.spleen_z) / (1.5 * lv.spleen_r)), 1.0)
+        if r < 3.0:
+            return
+        ph = lv.spleen_deg * math.pi / 180.0
+        cx, cy = self._on_outline(ph, float(lookup(self._t32["wall_depth"], np.array([ph], np.float32))[0]) + 0.6 * r + 3.0)
+        tab = ellipse_table(0.65 * r, 1.3 * r, wobble=self.g.liver_wobble, n=360)
+        self._star(tis, Star(cx, cy, tab, np.radians(30.0)), T.SPLEEN, _ON_VISCERAL)
+
+    def _draw_ribs(self, tis: np.ndarray, z: float, lv: Levels) -> None:
+        """The tips of the lowest ribs in the posterolateral wall at L2: small bone ovals, background."""
+        for s, z0, deg, depth, r_in, r_along in lv.ribs:
+            if z <= z0:
+                continue
+            f = min((z - z0) / 6.0, 1.0)
+            ph = s * deg * math.pi / 180.0
+            cx, cy = self._on_outline(ph, depth)
+            tab = ellipse_table(r_in * (0.5 + 0.5 * f), r_along * f + 1.0, n=180)
+            box, sd = self._star(tis, Star(cx, cy, tab, ph), T.CORTICAL_BONE, _ON_SOFT)
+            if box is not None and r_in > 4.0:
+                _paint(tis, box, sd < -1.6, T.CANCELLOUS_BONE, _lut((T.CORTICAL_BONE,)))
+
+    def _draw_iliac_crests(self, tis: np.ndarray, z: float, lv: Levels) -> None:
+        """The iliac crests at low L4: bone arcs inside the posterolateral outline, where the lateral wall
+        meets quadratus lumborum and the erector spinae; longer the lower the slice."""
+        for k, s in enumerate((-1, 1)):
+            below = lv.crest_z[k] - z
+            if below <= 0:
+                continue
+            span = math.radians(min(5.0 + 1.6 * below, 45.0))
+            a0 = s * math.radians(lv.crest_deg[k])
+            r = lv.crest_mm[k] * min(0.45 + below / 10.0, 1.0)
+            pts = [self._on_outline(a0 + s * span * (u - 0.4), lv.crest_depth[k] + r) for u in (0.0, 0.35, 0.7, 1.0)]
+            self._polyline(tis, pts, [r, r, 0.9 * r, 0.7 * r], T.CORTICAL_BONE, _ON_SOFT, T.CANCELLOUS_BONE,
+                           lv.crest_cortex)
+
+    def add_arms(self, arms: list[SimpleNamespace]) -> None:
+        """Paint arms lying beside the body (from :func:`sample_arms`) into the per-scan tissue map, on air
+        only, so that an arm pressed against the flank stays outside the body outline. Skin, subcutaneous
+        fat, arm muscle (background: not a trunk muscle), septa, and bone with its cortex and marrow."""
+        cv = self.cv
+        for arm in arms:
+            star = Star(arm.cx, arm.cy, arm.table, arm.angle)
+            box = cv.star_box(star, 1.0)
+            if box is None:
+                continue
+            x, y = cv.x[box], cv.y[box]
+            sub = self.base[box]
+            sd = star.sdf(x, y)
+            own = (sd < 0) & (sub == T.AIR)
+            sub[own] = T.SKIN
+            sub[own & (sd < -arm.skin)] = T.SUBCUTANEOUS_FAT
+            inner = Star(arm.cx + arm.muscle_dx, arm.cy + arm.muscle_dy, arm.muscle_table, arm.angle)
+            muscle = own & (inner.sdf(x, y) < 0) & (sd < -arm.skin - 1.0)
+            sub[muscle] = T.ARM_MUSCLE
+            for bx, by, tab, ang, cortex, marrow in arm.bones:
+                bone = Star(bx, by, tab, ang)
+                sdb = bone.sdf(x, y)
+                if arm.septum is not None:
+                    # A fat plane between the flexor and extensor compartments, through the bone.
+                    nx, ny, half = arm.septum
+                    sub[muscle & (np.abs((x - np.float32(bx)) * np.float32(nx) + (y - np.float32(by)) * np.float32(ny)) < half)
+                        & (sdb > 0)] = T.INTERMUSCULAR_FAT
+                sub[own & (sdb < 0)] = T.CORTICAL_BONE
+                sub[own & (sdb < -cortex)] = marrow
 
     def _draw_imat(self, tis: np.ndarray) -> None:
         """Fatty infiltration of the muscles: speckles and streaks that grow with ``imat``.
@@ -1457,6 +1631,272 @@ def _segment_sdf_t(x: np.ndarray, y: np.ndarray, p0: tuple[float, float], p1: tu
     return d - np.float32(r), t * np.float32(length)
 
 
+# ----------------------------------------------------------------------------------------------
+# Levels L2 to L4, kidneys against the muscles, arms beside the body (synthetic data v2)
+
+
+def _extent(star: Star, ux: float, uy: float) -> float:
+    """How far a star's contour reaches along the direction ``(ux, uy)`` (body frame, from the origin)."""
+    a = angles(star.table.shape[0]) + star.angle
+    r = np.asarray(star.table, np.float64)
+    return float(np.max((star.cx + r * np.sin(a)) * ux + (star.cy - r * np.cos(a)) * uy))
+
+
+_LEVEL_NAMES = {3: "T12", 2: "L1", 1: "L2", 0: "L3", -1: "L4", -2: "L5", -3: "S1"}
+
+
+@dataclass
+class Levels:
+    """How one patient's anatomy changes from L2 (above, ``z`` > 0) to L4 (below), drawn by
+    :func:`level_geometry` and read by :class:`SliceDrawer` as ``geo.levels``.
+
+    Args:
+        period: craniocaudal distance of two vertebrae (body and disc, mm).
+        vb_up: relative decrease of the vertebral body's size per vertebra upwards.
+        vb_down: relative increase per vertebra downwards.
+        tp: transverse process reach of L2 and L4 relative to L3's (L3's are the longest).
+        ps_up: relative decrease of the psoas' radius per mm upwards (half its area at L2).
+        ps_down: relative increase per mm downwards.
+        ql_lin: linear coefficient of quadratus lumborum's size change (per mm upwards).
+        ql_quad: quadratic coefficient: thinner at both ends.
+        bif_z: the aortic bifurcation (mm; the common iliac arteries below).
+        liver_z: lower edge of the right liver lobe where the body has none at L3 (mm).
+        liver_r: its size (mm).
+        spleen_z: lower pole of the spleen (mm).
+        spleen_r: its size (mm).
+        spleen_deg: its angle about the body centre (degrees from anterior, to the left).
+        crus_z: lower end of the right and left crus of the diaphragm (mm).
+        crus_mm: their thickness.
+        crus_deg: angles on the vertebral body (from anterior) the right and left crus run along.
+        crest_z: top of the right and left iliac crest (mm).
+        crest_mm: radius of the crests' cross-section.
+        crest_deg: angle of the crests about the body centre (degrees from anterior).
+        crest_depth: depth of the crests inside the core outline (mm).
+        crest_cortex: cortical shell of the crests (mm).
+        ribs: the lowest rib tips: ``(side, z of the tip, angle in degrees, depth, half-width, half-length)``.
+    """
+
+    period: float
+    vb_up: float
+    vb_down: float
+    tp: tuple[float, float]
+    ps_up: float
+    ps_down: float
+    ql_lin: float
+    ql_quad: float
+    bif_z: float
+    liver_z: float
+    liver_r: float
+    spleen_z: float
+    spleen_r: float
+    spleen_deg: float
+    crus_z: tuple[float, float]
+    crus_mm: tuple[float, float]
+    crus_deg: tuple[tuple[float, float, float], tuple[float, float, float]]
+    crest_z: tuple[float, float]
+    crest_mm: tuple[float, float]
+    crest_deg: tuple[float, float]
+    crest_depth: tuple[float, float]
+    crest_cortex: float
+    ribs: list[tuple[int, float, float, float, float, float]]
+
+    def segment(self, z: float) -> tuple[int, float]:
+        """The vertebra a slice cuts (0 L3, 1 L2, -1 L4, up to ±3) and ``z`` relative to its mid-level."""
+        m = int(np.clip(round(z / self.period), -3, 3))
+        return m, z - m * self.period
+
+    def vb_scale(self, m: int) -> float:
+        """Size of vertebra ``m`` relative to L3."""
+        return 1.0 - self.vb_up * m if m > 0 else 1.0 - self.vb_down * m
+
+    def vb_scale_at(self, z: float) -> float:
+        """The vertebral size interpolated at ``z`` (for the muscles beside it)."""
+        return self.vb_scale(1) ** (z / self.period) if z > 0 else self.vb_scale(-1) ** (-z / self.period)
+
+    def tp_scale(self, m: int) -> float:
+        """Transverse process reach of vertebra ``m`` relative to L3's."""
+        return 1.0 if m == 0 else (self.tp[0] if m > 0 else self.tp[1]) * (0.92 if abs(m) > 1 else 1.0)
+
+    def name(self, z: float, half_height: float) -> str:
+        """``"L3"``, ``"L2-L3 disc"``, ... for the slice at ``z``."""
+        m, zl = self.segment(z)
+        if abs(zl) < half_height - 0.8:
+            return _LEVEL_NAMES[m]
+        upper, lower = (m + 1, m) if zl > 0 else (m, m - 1)
+        return f"{_LEVEL_NAMES.get(upper, '?')}-{_LEVEL_NAMES.get(lower, '?')} disc"
+
+    def to_dict(self) -> dict:
+        """The drawn values, JSON-safe and rounded (for a sample's record)."""
+        out = {}
+        for k, v in self.__dict__.items():
+            out[k] = np.round(np.asarray(v, float), 4).tolist() if not isinstance(v, (int, float)) else round(float(v), 4)
+        return out
+
+
+def level_geometry(rng: np.random.Generator, body: Body, geo: SimpleNamespace) -> Levels:
+    """Draw how the patient's anatomy changes from L2 to L4 and attach it to ``geo`` (``geo.levels``), so
+    that :class:`SliceDrawer` draws any level from about mid-L2 to mid-L4 plausibly: the vertebra and disc
+    at ``z``, psoas small at L2 and large at L4, quadratus lumborum thinner at both ends, the kidneys
+    (present by their lower poles, :attr:`Body.kidney_pole_mm`), liver and spleen lower poles and the
+    crura of the diaphragm towards L2 with the lowest rib tips, the aortic bifurcation and the iliac
+    crests towards L4.
+
+    Args:
+        rng: the random generator (only this; the body's own draws are untouched).
+        body: the patient.
+        geo: its geometry from :func:`derive` (changed in place).
+
+    Returns:
+        The :class:`Levels` attached.
+    """
+    u = rng.uniform
+    fr = body.frame
+    crest = u(-50.0, -30.0)
+    right_crus = u(-12.0, 18.0)
+    ribs = []
+    for s in (-1, 1):
+        lowest = u(0.0, 45.0)
+        for j in range(int(rng.integers(1, 3))):
+            ribs.append((s, lowest + 14.0 * j, u(100.0, 132.0) - 9.0 * j, u(-1.0, 5.0), u(3.0, 5.5) * fr, u(5.0, 10.0) * fr))
+    lv = Levels(
+        period=2.0 * geo.vb_hh + u(7.0, 12.0) * fr,
+        vb_up=u(0.02, 0.06), vb_down=u(0.02, 0.06), tp=(u(0.75, 0.95), u(0.72, 0.92)),
+        ps_up=u(0.0085, 0.011), ps_down=u(0.003, 0.0055), ql_lin=u(-0.001, 0.003), ql_quad=u(1.2e-4, 2.4e-4),
+        bif_z=u(-50.0, -22.0), liver_z=u(0.0, 70.0), liver_r=u(22.0, 45.0),
+        spleen_z=u(20.0, 90.0), spleen_r=u(18.0, 35.0), spleen_deg=u(105.0, 128.0),
+        crus_z=(right_crus, right_crus + u(5.0, 20.0)), crus_mm=(u(3.0, 7.5), u(3.0, 6.5)),
+        crus_deg=tuple((u(5.0, 20.0), u(35.0, 50.0), u(62.0, 80.0)) for _ in range(2)),  # type: ignore[arg-type]
+        crest_z=(crest + u(-4.0, 4.0), crest + u(-4.0, 4.0)), crest_mm=(u(4.0, 7.0) * fr, u(4.0, 7.0) * fr),
+        crest_deg=(u(112.0, 135.0), u(112.0, 135.0)), crest_depth=(u(2.0, 14.0), u(2.0, 14.0)),
+        crest_cortex=u(1.0, 2.2), ribs=ribs,
+    )
+    geo.levels = lv
+    return lv
+
+
+def kidney_contact(rng: np.random.Generator, geo: SimpleNamespace, share: float) -> tuple[float | None, float | None]:
+    """Place each kidney against psoas and quadratus lumborum with chance ``share`` (``geo.kidney_contact``):
+    the gap drawn is -5..1.5 mm (below 0 the muscles dent the kidney); None keeps it in the fat lateral to them.
+
+    Returns:
+        The right and left gap, or None.
+    """
+    contact = tuple(float(rng.uniform(-5.0, 1.5)) if rng.random() < share else None for _ in range(2))
+    geo.kidney_contact = contact
+    return contact  # type: ignore[return-value]
+
+
+def _outline_points(geo: SimpleNamespace) -> tuple[np.ndarray, np.ndarray]:
+    phi = angles(len(geo.skin_table))
+    r = np.asarray(geo.skin_table, np.float64)
+    return r * np.sin(phi), geo.yc - r * np.cos(phi)
+
+
+def sample_arms(rng: np.random.Generator, body: Body, geo: SimpleNamespace, couch: Couch | None, angle: float,
+                origin: tuple[float, float]) -> list[SimpleNamespace]:
+    """Draw one or both arms lying beside the body (arms down): an upper arm (humerus with fatty marrow), an
+    elbow (the wide distal humerus) or a forearm (radius and ulna), each in skin and subcutaneous fat, on
+    the couch, touching the flank or up to 45 mm from it. Paint them with :meth:`SliceDrawer.add_arms`.
+
+    Args:
+        rng: the random generator.
+        body: the patient (size, fat).
+        geo: its geometry (the outline).
+        couch: the table the arms rest on, or None.
+        angle: the body's in-plane rotation (:class:`~kerasmuscle.synth.shapes.Canvas`).
+        origin: the body's image position.
+
+    Returns:
+        One namespace per arm (body-frame centre, radius tables, bones, and ``record``).
+    """
+    xo, yo = _outline_points(geo)
+    xo, yo = xo[::2], yo[::2]
+    c, sn = math.cos(angle), math.sin(angle)
+    r = rng.random()
+    sides = (-1, 1) if r < 0.6 else ((-1,) if r < 0.8 else (1,))
+    fr = body.frame
+    fat = float(np.clip((2.0 + 7.0 * geo.subq) * rng.uniform(0.6, 1.3), 2.0, 30.0))
+    arms = []
+    for s in sides:
+        kind = ("upper", "elbow", "forearm")[int(rng.choice(3, p=[0.45, 0.2, 0.35]))]
+        core = {"upper": 31.0, "elbow": 27.0, "forearm": 25.0}[kind] * fr * (0.8 + 0.2 * math.sqrt(body.muscle_scale))
+        skin = float(rng.uniform(1.2, 2.2))
+        rx = (core + fat + skin) * float(rng.uniform(0.85, 1.05))
+        ry = (core + fat + skin) * float(rng.uniform(0.95, 1.2))
+        tab = ellipse_table(rx, ry, egg=float(rng.uniform(0.0, 0.12)), egg_angle=float(rng.uniform(0, 2 * np.pi)),
+                            wobble=smooth_periodic(rng, 0.04, 2, 5, n=180), n=180)
+        ang = float(rng.uniform(-0.5, 0.5))
+        gap = -float(rng.uniform(0.0, 6.0)) if rng.random() < 0.45 else float(rng.uniform(2.0, 45.0))
+        lift = float(rng.uniform(0.0, 8.0))  # on the couch, or raised a little on a pad or blanket
+        cy = geo.yc + float(rng.uniform(-0.1, 0.45)) * geo.d_post
+        cx = 0.0
+        shape = Star(0.0, 0.0, tab, ang)
+
+        def approach(cy: float) -> float:
+            """The arm's centre x where it first comes within ``gap`` of the skin outline (5 mm, then 0.5 mm steps)."""
+            far = 600.0
+            for step in (5.0, 0.5):
+                xs = s * np.arange(far, max(far - 120.0 * step, 0.0), -step)
+                d = shape.sdf((xo[None, :] - xs[:, None]).astype(np.float32), np.broadcast_to(
+                    (yo - cy).astype(np.float32), (xs.size, yo.size))).min(axis=1)
+                hit = int(np.argmax(d <= gap)) if np.any(d <= gap) else xs.size - 1
+                far = abs(float(xs[max(hit - 1, 0)]))
+            return s * far
+
+        for _ in range(2):
+            # Closest approach to the skin outline, then down onto the couch.
+            cx = approach(cy)
+            if couch is None:
+                break
+            a = angles(180) + ang
+            px, py = cx + tab * np.sin(a), cy - tab * np.cos(a)
+            pu, pv = c * px - sn * py + origin[0], sn * px + c * py + origin[1]
+            low = int(np.argmax(pv))
+            dv = float(couch.surface(np.array([pu[low]]))[0]) - couch.pad_mm - lift - float(pv[low])
+            cy += dv / max(c, 0.5)
+        muscle_r = tab - skin - fat * float(rng.uniform(0.7, 1.1))
+        muscle_r = np.maximum(muscle_r, 0.3 * tab)
+        mdx, mdy = (float(v) for v in rng.uniform(-0.1, 0.1, 2) * rx)
+        bones = []
+        bc = (cx + float(rng.uniform(-0.15, 0.15)) * rx, cy + float(rng.uniform(-0.1, 0.25)) * ry)
+        if kind == "upper":
+            rb = float(rng.uniform(9.0, 12.5)) * fr
+            bones.append((bc[0], bc[1], ellipse_table(rb, rb * float(rng.uniform(0.85, 1.1)), n=90), 0.0,
+                          float(rng.uniform(2.5, 5.0)), T.INTERMUSCULAR_FAT if rng.random() < 0.7 else T.CANCELLOUS_BONE))
+        elif kind == "elbow":
+            bones.append((bc[0], bc[1], ellipse_table(float(rng.uniform(18.0, 26.0)) * fr, float(rng.uniform(8.0, 12.0)) * fr, n=90),
+                          float(rng.uniform(-0.6, 0.6)), float(rng.uniform(1.0, 2.0)), T.CANCELLOUS_BONE))
+        else:
+            t = float(rng.uniform(0.0, np.pi))
+            sep = float(rng.uniform(8.0, 14.0)) * fr
+            for sign, rb in ((1, float(rng.uniform(6.0, 8.0))), (-1, float(rng.uniform(5.5, 7.5)))):
+                bones.append((bc[0] + sign * sep * math.sin(t), bc[1] - sign * sep * math.cos(t),
+                              ellipse_table(rb * fr, rb * fr * float(rng.uniform(0.75, 1.0)), n=90), t,
+                              float(rng.uniform(1.5, 3.0)), T.INTERMUSCULAR_FAT if rng.random() < 0.5 else T.CANCELLOUS_BONE))
+        septum = None
+        if rng.random() < 0.7:
+            t = float(rng.uniform(0.0, np.pi))
+            septum = (math.cos(t), math.sin(t), float(rng.uniform(0.4, 1.1)))
+        arms.append(SimpleNamespace(
+            cx=cx, cy=cy, table=tab, angle=ang, skin=skin, muscle_table=muscle_r, muscle_dx=mdx, muscle_dy=mdy,
+            bones=bones, septum=septum,
+            record={"side": "left" if s > 0 else "right", "kind": kind, "gap_mm": round(gap, 1),
+                    "size_mm": [round(2 * rx, 1), round(2 * ry, 1)], "fat_mm": round(fat, 1)}))
+    return arms
+
+
+def arms_extent(arms: list[SimpleNamespace], angle: float, origin: tuple[float, float]) -> float:
+    """The largest distance (mm) of any arm's outline from the image centre along either image axis."""
+    c, sn = math.cos(angle), math.sin(angle)
+    far = 0.0
+    for arm in arms:
+        a = angles(arm.table.shape[0]) + arm.angle
+        px, py = arm.cx + arm.table * np.sin(a), arm.cy - arm.table * np.cos(a)
+        pu, pv = c * px - sn * py + origin[0], sn * px + c * py + origin[1]
+        far = max(far, float(np.abs(pu).max()), float(np.abs(pv).max()))
+    return far
+
+
 __all__ = [
     "FAT_IDS",
     "MUSCLE_IDS",
@@ -1464,10 +1904,15 @@ __all__ = [
     "TISSUES",
     "Body",
     "Couch",
+    "Levels",
     "SliceDrawer",
     "Tissue",
+    "arms_extent",
     "derive",
     "follow_up_body",
+    "kidney_contact",
+    "level_geometry",
+    "sample_arms",
     "sample_body",
     "tissue_label_lut",
 ]

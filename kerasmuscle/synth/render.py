@@ -147,6 +147,11 @@ def tissue_hu(rng: np.random.Generator, body: Body, phase: str, kvp: int) -> Tis
     coarse[T.BOWEL_FLUID] = u(1, 4)
     fine[T.CHYME] = u(4, 10)
     coarse[T.CHYME] = u(6, 15)
+    # Tissues only synthetic data v2 paints (arms, crura, spleen): copies of their look-alikes, with no
+    # draw of their own, so that every other value, and v1, stays what it was.
+    for tid, like, shift in ((T.ARM_MUSCLE, T.RECTUS_ABDOMINIS, 0.0), (T.DIAPHRAGM_CRUS, T.PSOAS_MAJOR, 2.0),
+                             (T.SPLEEN, T.LIVER, -6.0)):
+        mean[tid], fine[tid], coarse[tid] = mean[like] + shift, fine[like], coarse[like]
     f32 = np.float32
     return TissueTables(mean.astype(f32), fine.astype(f32), coarse.astype(f32))
 

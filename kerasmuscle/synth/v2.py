@@ -9,11 +9,16 @@ tissue-map level (scale, rotation, a smooth elastic field, a left-right flip; th
 map, so image and labels move together), then rendered with realistic attenuation or, in about 30 %,
 with every tissue's mean and SD drawn at random, a smooth bias field and two or three intensity
 sub-classes inside the muscles. Each slice averages sub-slices over a 1-7.5 mm thickness (partial
-volume); fields of view run from spine-centred 150 mm to 500 mm; levels from the upper to the lower
-endplate of L3 (±25 mm; L2 and L4 themselves are not modelled yet).
+volume); fields of view run from spine-centred 150 mm to 500 mm; levels from about mid-L2 to mid-L4
+(±40 mm), the anatomy following the level (:func:`~kerasmuscle.synth.anatomy.level_geometry`: the
+vertebra or disc cut, psoas small at L2 and large at L4, kidneys, liver, spleen, crura and rib tips
+towards L2, the aortic bifurcation and iliac crests towards L4); kidneys often against psoas and
+quadratus lumborum; in a quarter of the samples one or both arms beside the body (background).
 
 Deterministic: sample ``i`` of seed ``s`` comes from its own random stream ``[s, 7, i]``, whatever else
-is drawn. Only numpy is used.
+is drawn; what the levels, kidney contact and arms draw comes from a second stream ``[s, 7, i, 1]``, so
+with them switched off (``level_anatomy=False, kidney_contact=0, arms=0``, as the shipped recipe
+``exports/l3-synth-v1`` pins them) every sample is the one it was before they existed. Only numpy is used.
 """
 
 from __future__ import annotations
@@ -28,13 +33,26 @@ from typing import Any
 import numpy as np
 
 from kerasmuscle.config import SynthConfig, SynthV2Config
-from kerasmuscle.synth.anatomy import TISSUES, SliceDrawer, T, derive, sample_body
+from kerasmuscle.synth.anatomy import (
+    TISSUES,
+    SliceDrawer,
+    T,
+    arms_extent,
+    derive,
+    kidney_contact,
+    level_geometry,
+    sample_arms,
+    sample_body,
+)
 from kerasmuscle.synth.case import _LABEL_LUT, _MUSCLE_LUT, _sample_acquisition
 from kerasmuscle.synth.render import HU_MAX, HU_MIN, KERNELS, Renderer, TissueTables, tissue_hu
 from kerasmuscle.synth.shapes import Canvas, gaussian_field
 
 _STREAM_V2 = 7
 _KEEP_REAL = np.array([t.kind in ("air", "device", "gas") for t in TISSUES] + [False] * (256 - len(TISSUES)))
+#: Tissues that existed before levels and arms: their random intensities come from the main stream, the
+#: later ones' from the second, so that old samples stay as they were.
+_FIRST_TISSUES = 35
 
 
 @dataclass(frozen=True)
@@ -102,16 +120,18 @@ def _vary_anatomy(rng: np.random.Generator, geo: Any, config: SynthV2Config) -> 
                                                     "ps_gap_mm", "cortex")}
 
 
-def _random_tables(rng: np.random.Generator, real: TissueTables, config: SynthV2Config) -> TissueTables:
+def _random_tables(rng: np.random.Generator, extra: np.random.Generator, real: TissueTables,
+                   config: SynthV2Config) -> TissueTables:
     """Every tissue's mean and texture at random; air, devices and gas keep their real values."""
     mean = real.mean.copy()
     fine = real.fine.copy()
     coarse = real.coarse.copy()
-    k = len(TISSUES)
-    draw = ~_KEEP_REAL[:k]
-    mean[:k][draw] = rng.uniform(*config.random_mean_hu, size=int(draw.sum())).astype(np.float32)
-    fine[:k][draw] = rng.uniform(0.0, config.random_sd_hu, size=int(draw.sum())).astype(np.float32)
-    coarse[:k][draw] = rng.uniform(0.0, config.random_sd_hu, size=int(draw.sum())).astype(np.float32)
+    for gen, lo, hi in ((rng, 0, _FIRST_TISSUES), (extra, _FIRST_TISSUES, len(TISSUES))):
+        draw = ~_KEEP_REAL[lo:hi]
+        m = int(draw.sum())
+        mean[lo:hi][draw] = gen.uniform(*config.random_mean_hu, size=m).astype(np.float32)
+        fine[lo:hi][draw] = gen.uniform(0.0, config.random_sd_hu, size=m).astype(np.float32)
+        coarse[lo:hi][draw] = gen.uniform(0.0, config.random_sd_hu, size=m).astype(np.float32)
     return TissueTables(mean, fine, coarse)
 
 
@@ -144,11 +164,17 @@ def sample(seed: int, index: int, config: SynthV2Config = SynthV2Config()) -> Sa
         The :class:`Sample`.
     """
     rng = np.random.default_rng([seed, _STREAM_V2, index])
+    # Levels, kidney contact and arms draw only from this one: switched off, the main stream is untouched.
+    extra = np.random.default_rng([seed, _STREAM_V2, index, 1])
     n = config.image_size
     base = SynthConfig(image_size=n, fov_mm=(320.0, 500.0), noise_hu=config.noise_hu)
     body = sample_body(rng, base)
     geo = derive(body)
     record: dict[str, Any] = {"anatomy": _vary_anatomy(rng, geo, config)}
+    levels = level_geometry(extra, body, geo) if config.level_anatomy else None
+    if config.kidney_contact > 0:
+        record["kidney_contact_mm"] = [None if v is None else round(v, 2)
+                                       for v in kidney_contact(extra, geo, config.kidney_contact)]
     scan = _sample_acquisition(rng, body, geo, base)
     acq = dict(scan.record)
     lo, hi = (n * s for s in config.spacing_mm)
@@ -160,10 +186,18 @@ def sample(seed: int, index: int, config: SynthV2Config = SynthV2Config()) -> Sa
     else:
         fov = float(np.clip(rng.uniform(0.9, 1.1) * acq["fov_mm"], *config.fov_mm))
         origin = scan.origin
+    arms = sample_arms(extra, body, geo, scan.couch, scan.angle, origin) if extra.random() < config.arms else []
+    if arms and not narrow and extra.random() < 0.5:
+        # The technologist widened the field to hold the arms (up to its largest).
+        fov = max(fov, 2.0 * arms_extent(arms, scan.angle, origin) + float(extra.uniform(4.0, 20.0)))
+        fov = min(fov, config.fov_mm[1])
     fov = float(np.clip(fov, lo, hi))
     spacing = fov / n
     canvas = Canvas(n, spacing, scan.angle, origin)
     drawer = SliceDrawer(body, geo, canvas, scan.couch, rng, acq["oral_contrast"])
+    if arms:
+        drawer.add_arms(arms)
+    record["arms"] = [a.record for a in arms]
     if rng.random() < config.rim_absent:
         drawer.ql_rim_mm = drawer.psoas_rim_mm = 0.0
     else:
@@ -181,7 +215,7 @@ def sample(seed: int, index: int, config: SynthV2Config = SynthV2Config()) -> Sa
     tables.mean[T.CANCELLOUS_BONE] = np.float32(rng.uniform(*config.cancellous_hu))
     randomised = bool(rng.random() < config.random_intensity)
     if randomised:
-        tables = _random_tables(rng, tables, config)
+        tables = _random_tables(rng, extra, tables, config)
     noise = float(rng.uniform(*config.noise_hu))
     blur = float(rng.uniform(0.4, 1.2))
     kernel, cutoff = KERNELS[int(rng.integers(len(KERNELS)))]
@@ -214,7 +248,8 @@ def sample(seed: int, index: int, config: SynthV2Config = SynthV2Config()) -> Sa
     np.clip(hu, HU_MIN, HU_MAX, out=hu)
     record.update({
         "fov_mm": round(fov, 1), "pixel_spacing_mm": round(spacing, 4), "narrow_field": narrow,
-        "level_mm": round(centre, 2), "thickness_mm": round(thickness, 2), "sub_slices": subs,
+        "level_mm": round(centre, 2),
+        "level": levels.name(centre, geo.vb_hh) if levels is not None else "L3", "thickness_mm": round(thickness, 2), "sub_slices": subs,
         "random_intensity": randomised, "noise_hu": round(noise, 2), "blur_mm": round(blur, 3), "kernel": kernel,
         "cancellous_hu": round(float(tables.mean[T.CANCELLOUS_BONE]), 1), "metal": metal,
         "contrast_phase": acq["contrast_phase"], "kvp": acq["kvp"], "sex": body.sex,
