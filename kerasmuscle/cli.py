@@ -78,8 +78,13 @@ def main() -> None:
 @click.option("--v2", "v2", is_flag=True,
               help="Synthetic data v2 for training: every case a deformed anatomy with random intensities, "
                    "written as NPZ (--config is then a SynthV2Config; image size default 256).")
+@click.option("--spine", is_flag=True,
+              help="Whole 3-D series from T9/T10 to the femoral heads with the true level of every slice "
+                   "(kerasmuscle.synth.spine): per case a DICOM series and levels.json, for the level finder "
+                   "(--config is then a SpineConfig; image size default 256).")
 def synth(out: Path, cases: int, seed: int, workers: int | None, image_size: int | None, slices: int | None,
-          config_path: Path | None, seg: bool | None, overwrite: bool, preview: Path | None, v2: bool) -> None:
+          config_path: Path | None, seg: bool | None, overwrite: bool, preview: Path | None, v2: bool,
+          spine: bool = False) -> None:
     """Make a synthetic L3 cohort: CT DICOM series, labels as NIfTI and DICOM SEG, dataset.json.
 
     Synthetic data proves the machinery (reading, training, export), not clinical accuracy. With --v2
@@ -88,7 +93,12 @@ def synth(out: Path, cases: int, seed: int, workers: int | None, image_size: int
     Example:
 
         kerasmuscle synth cohort --cases 20 --seed 1 --preview cohort.png
+
+        kerasmuscle synth spines --spine --cases 10
     """
+    if spine:
+        _synth_spine(out, cases, seed, image_size, config_path, overwrite, v2 or slices is not None or seg)
+        return
     from kerasmuscle.config import SynthConfig, SynthV2Config
     from kerasmuscle.synth.cohort import write_cohort
     from kerasmuscle.synth.v2 import write_dataset
@@ -124,6 +134,32 @@ def synth(out: Path, cases: int, seed: int, workers: int | None, image_size: int
     if preview:
         _dataset_preview(out, preview)
         click.echo(f"preview: {preview}")
+
+
+def _synth_spine(out: Path, cases: int, seed: int, image_size: int | None, config_path: Path | None,
+                 overwrite: bool, conflicting: bool) -> None:
+    """``synth --spine``: a cohort of synthetic 3-D spine series with their true levels."""
+    from kerasmuscle.synth.spine import SpineConfig, write_spine_cohort
+
+    if conflicting:
+        raise click.BadParameter("--spine writes whole series with levels.json; --v2, --slices and --seg do not "
+                                 "apply to it", param_hint="--spine")
+    config = SpineConfig.load(config_path) if config_path else SpineConfig()
+    if image_size is not None:
+        try:
+            config = config.replace(image_size=image_size)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    start = time.perf_counter()
+    try:
+        with click.progressbar(length=cases, label="synth --spine", file=sys.stderr) as bar:
+            path = write_spine_cohort(out, cases, seed, config, overwrite=overwrite,
+                                      progress=lambda done, total: bar.update(1))
+    except KerasMuscleError as exc:
+        raise click.ClickException(str(exc)) from None
+    elapsed = time.perf_counter() - start
+    click.echo(f"wrote {cases} synthetic spine series to {out} in {elapsed:.1f} s")
+    click.echo(f"levels: {path}")
 
 
 # --------------------------------------------------------------------------------------------------

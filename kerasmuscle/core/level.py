@@ -1,7 +1,7 @@
 """Automatic vertebral level finding: which slices of a CT show the middle of L3.
 
 :func:`find_levels` follows the vertebral column from slice to slice, finds the intervertebral discs along
-it, names the vertebrae and chooses the L3 slices. numpy only; about 0.3 s on a 134-slice 512x512 series.
+it, names the vertebrae and chooses the L3 slices. numpy only; about 0.6 s on a 134-slice 512x512 series.
 
 The method, step by step:
 
@@ -14,26 +14,39 @@ The method, step by step:
    per slice, lying in the deepest (front-to-back) run of rows at least 20 mm wide, followed with a
    Viterbi path that moves at most about one pixel per slice. The body centre is taken 16 mm (or half
    the run when shallower) behind the front edge of that run, so that a contrast-filled spinal canal
-   merging with the body (CT myelography) does not pull it backwards.
-3. **Discs.** A profile of the mean HU in a small box (14 x 16 mm) at the body centre, resampled to
-   1 mm along z: vertebral bodies and their bright endplates are high, discs (soft tissue, sometimes
-   gas) low. Every local dip lying more than ``min_disc_contrast`` HU below the brightest value
-   ``DISC_NEAR_MM`` above *and* below it is a candidate (the window is short so that the broad low
-   inside of an osteoporotic body between its two endplates does not count); a dynamic programme keeps
-   the most regular chain of candidates, neighbouring discs ``vertebra_mm`` apart with similar spacing.
-   The intervals between chosen discs are vertebrae.
+   merging with the body (CT myelography) does not pull it backwards. This is done twice: after the
+   first pass the column moves to the middle of the body's run at the centre row (by at most 20, then
+   10 mm), since the column with most bone can be a contrast-filled aorta, a pedicle or a lateral cortex.
+3. **Discs.** A profile, per slice, of the 40th percentile of the row means in a small box (14 x 16 mm)
+   at the body centre (a low percentile of rows keeps a tilted disc visible in a thick slice whose other
+   rows hold an endplate), resampled to 1 mm along z: vertebral bodies and their bright endplates are
+   high, discs (soft tissue, sometimes gas) low. Every local dip lying more than ``min_disc_contrast`` HU
+   below the brightest value ``DISC_NEAR_MM`` above *and* below it is a candidate (the window is short so
+   that the broad low inside of an osteoporotic body between its two endplates does not count); a
+   dynamic programme keeps the most regular chain of candidates, neighbouring discs ``vertebra_mm``
+   apart with similar spacing. The intervals between chosen discs are vertebrae.
 4. **Naming from the sacrum.** Slices where bone runs, with gaps of at most 5 mm, from the spine to at
-   least ``sacrum_mm`` on both sides (the sacral alae fused with the iliac bones) are sacral; the disc
-   nearest the top of that region is L5/S1, and vertebrae are counted upwards from it.
-5. **Naming from the ribs.** Bone lateral to the vertebra (``rib_lateral_mm``) behind the body's front
-   edge that is *not* joined to the vertebra is a rib; the lowest vertebra whose lower half still has
-   rib bone beside it is T12 (rib shafts slope downwards, so rib bone far lateral is ignored), and
-   vertebrae are counted downwards from it; this count is only used when there is a clear change
-   from rib-bearing vertebrae (up to the top of the column) to a rib-free one below. When both counts
-   exist and disagree the result says so (flag ``counts_disagree``), keeps both candidates in the
-   evidence, follows the sacrum count and lowers the confidence. The rib detector is the weak part:
-   contrast in the kidneys and descending rib shafts also lie beside the lumbar vertebrae, so on the
-   real scans checked so far it gives no count and the sacrum count alone names the levels.
+   least ``sacrum_mm`` on both sides (the sacral alae fused with the iliac bones) are sacral; the lowest
+   such region (short gaps bridged), beginning within ``SACRUM_START_MM`` of the bottom of the column and
+   running on for at least ``SACRUM_MIN_MM``, is the sacrum (shorter runs below it, such as a few slices of
+   the iliac bones beside the lower sacrum, are passed over); the disc nearest its top is L5/S1, and vertebrae are counted
+   upwards from it. When the vertebra so counted as L5 is joined to the pelvis on one side only (the
+   other side reaching less than ``TRANSITIONAL_OTHER`` of ``sacrum_mm``) in at least
+   ``TRANSITIONAL_SHARE`` of its slices, it is a transitional vertebra (flag ``transitional_vertebra``,
+   confidence x 0.6).
+5. **Naming from the ribs.** Along each row of the back half of the vertebral body (from 2 mm in front
+   of its centre to 10 mm behind), outwards from the body's middle, the body's own run of bone-like
+   pixels is skipped; bone ``> bone_hu`` beyond a gap of soft tissue, within ``rib_lateral_mm`` of the
+   run's end, or the run going on more than 6 mm beyond the body's edge, is a rib head at its
+   costovertebral joint (the lumbar transverse processes lie further back, kidneys and descending rib
+   shafts further out). A slice has a rib head on a side when at least ``RIB_MM2`` of such bone lies
+   there; a vertebra bears ribs when ``RIB_SHARE`` of the slices of its upper part (from 30 % of its
+   height to 2 mm above it) have one. The lowest rib-bearing vertebra with rib-bearing vertebrae above
+   it (one miss allowed) and two rib-free ones below is T12, and vertebrae are counted downwards from
+   it. When both counts exist and disagree the result says so (flag ``counts_disagree``), keeps both
+   candidates in the evidence, follows the sacrum count and lowers the confidence. The rib count is
+   still the weak part: on the real scans checked so far it does not fire (the sacrum count alone names
+   the levels), and on synthetic spines it fires on too few series (see ``bench/levels.py``).
 
 A scan of at most ``user_max_slices`` slices is taken as the user's own choice of L3 slices. When no spine
 is found, or the named levels stop above L3 (a chest scan, a series ending above L3), L3 is reported as
@@ -62,8 +75,21 @@ DISC_NEAR_MM = (2.0, 6.5)
 VERTEBRA_MM = (17.0, 55.0)
 #: Bone must run at least this far (mm) to each side of the spine for a slice to count as sacrum + ilia.
 SACRUM_MM = 60.0
-#: Lateral distance (mm from the spine's centre) within which detached bone beside a vertebra is a rib.
-RIB_LATERAL_MM = (25.0, 70.0)
+#: The sacral region must begin within this distance (mm) of the bottom of the column (below the alae the
+#: column may go on through S3-S5 and the coccyx, some 50-90 mm).
+SACRUM_START_MM = 100.0
+#: ... and run on for at least this long (mm): the alae of S1 and S2 (a rib cage's reach is patchier).
+SACRUM_MIN_MM = 12.0
+#: Bone beside the back half of the vertebral body, this far (mm) beyond its lateral edge, is a rib head.
+RIB_LATERAL_MM = (1.5, 15.0)
+#: A slice has a rib head on a side when at least this much bone (mm^2) lies there.
+RIB_MM2 = 10.0
+#: A vertebra bears ribs when a rib head lies beside this share of the slices of its upper part.
+RIB_SHARE = 0.25
+#: L5 is transitional when joined to the pelvis (``sacrum_mm``) on one side, the other side reaching less
+#: than this fraction of ``sacrum_mm``, in at least ``TRANSITIONAL_SHARE`` of its slices.
+TRANSITIONAL_OTHER = 0.6
+TRANSITIONAL_SHARE = 0.2
 #: Half-height (mm) of the thin-slice L3 slab around mid-L3.
 SLAB_MM = 5.0
 #: Slice spacing (mm) from which on three adjacent slices are chosen instead of a slab.
@@ -199,6 +225,12 @@ def _moving_mean(a: np.ndarray, window: float, axis: int = 0) -> np.ndarray:
     return np.moveaxis(out, 0, axis)
 
 
+def _nearest(z: np.ndarray, value: float) -> int:
+    """Index of the slice location nearest ``value``; ties (to 1 micrometre, as DICOM's decimal positions
+    round) go to the lower index, so a scan and its DICOM round trip give the same slice."""
+    return int(np.argmin(np.round(np.abs(np.asarray(z, float) - value), 3)))
+
+
 def _block_mean(hu: np.ndarray, f: int) -> np.ndarray:
     """``[z, rows, cols]`` averaged over ``f x f`` in-plane blocks (edges that do not fill a block dropped)."""
     n, r, c = hu.shape
@@ -316,26 +348,42 @@ def _follow_column(hu: np.ndarray, spacing: tuple[float, float, float], *, bone_
     col = np.rint(_moving_mean(col.astype(float), 30 / dz)).astype(int)
 
     bonelike = _fill_rings((d > cancellous_hu) & (d < 800), int(round(20 / px)))
-    width = np.zeros((n, size_r))
-    for k in range(n):
-        m = bonelike[k]
-        c = col[k]
-        pad = np.zeros((size_r, 1), bool)
-        right = np.argmax(~np.concatenate([m[:, c:], pad], 1), 1)
-        left = np.argmax(~np.concatenate([m[:, c::-1], pad], 1), 1)
-        width[k] = np.where(m[:, c], (right + left - 1) * px, 0.0)
-    wide = _moving_mean(width, 30 / dz, 0) >= 20
-    start, end = _runs(wide)
-    depth = np.where(wide, (end - start + 1) * px, 0.0)
-    score = np.minimum(depth, 45) / 45 - 0.5 * (depth > 120)
-    path = _viterbi(score, step=max(1, int(round(dz / px)) + 1))
     k = np.arange(n)
-    on = depth[k, path] >= 12
-    front = np.where(on, start[k, path], path).astype(float)
-    run_depth = np.where(on, depth[k, path], 0.0)
-    centre = np.where(on, front + np.minimum(run_depth, 32) / 2 / px, path)
-    centre = _moving_mean(centre, 15 / dz)
-    half = np.where(on, width[k, np.clip(np.rint(centre).astype(int), 0, size_r - 1)] / 2, 0.0)
+    # Twice: the column with most bone may lie off the body's centre (a contrast-filled aorta, a pedicle,
+    # the lateral cortex), so after the first pass the column moves to the middle of the body's run
+    for reach_mm in (20.0, 10.0):
+        width = np.zeros((n, size_r))
+        shift = np.zeros((n, size_r))    # centre of the run crossing the column, relative to it (pixels)
+        pad = np.zeros((size_r, 1), bool)
+        for j in range(n):
+            m = bonelike[j]
+            c = int(col[j])
+            right = np.argmax(~np.concatenate([m[:, c:], pad], 1), 1)
+            left = np.argmax(~np.concatenate([m[:, c::-1], pad], 1), 1)
+            width[j] = np.where(m[:, c], (right + left - 1) * px, 0.0)
+            shift[j] = np.where(m[:, c], (right - left) / 2, 0.0)
+        wide = _moving_mean(width, 30 / dz, 0) >= 20
+        start, end = _runs(wide)
+        depth = np.where(wide, (end - start + 1) * px, 0.0)
+        score = np.minimum(depth, 45) / 45 - 0.5 * (depth > 120)
+        path = _viterbi(score, step=max(1, int(round(dz / px)) + 1))
+        on = depth[k, path] >= 12
+        front = np.where(on, start[k, path], path).astype(float)
+        run_depth = np.where(on, depth[k, path], 0.0)
+        centre = np.where(on, front + np.minimum(run_depth, 32) / 2 / px, path)
+        centre = _moving_mean(centre, 15 / dz)
+        at = np.clip(np.rint(centre).astype(int), 0, size_r - 1)
+        half = np.where(on, width[k, at] / 2, 0.0)
+        off = np.where((half > 0) & (np.abs(shift[k, at]) * px <= reach_mm), shift[k, at], np.nan)
+        ok = np.isfinite(off)
+        if not ok.any():
+            break
+        moved = np.clip(np.rint(col + _moving_mean(np.interp(k, k[ok], off[ok]), 15 / dz)), 0, size_c - 1).astype(int)
+        if reach_mm == 10.0:
+            # keep the first pass's widths: the last move only centres the column
+            col = moved
+            break
+        col = moved
     valid = on & (bone_count[k, col] > 0)
     valid = _moving_mean(valid.astype(float), 20 / dz) > 0.5
     return _Column(col=((col + 0.5) * f).astype(int), row=((centre + 0.5) * f).astype(int),
@@ -343,7 +391,10 @@ def _follow_column(hu: np.ndarray, spacing: tuple[float, float, float], *, bone_
 
 
 def _body_profile(hu: np.ndarray, spacing: tuple[float, float, float], column: _Column) -> np.ndarray:
-    """Mean HU per slice in a 14 x 16 mm box at the body centre."""
+    """Per slice, the 40th percentile of the row means in a 14 x 16 mm box at the body centre.
+
+    A low percentile of rows rather than the box mean keeps a disc visible when the column is tilted, so
+    that the disc fills only some rows of a thick slice and a bright endplate the others."""
     hr = max(1, int(round(7 / spacing[1])))
     hc = max(1, int(round(8 / spacing[2])))
     out = np.full(len(hu), np.nan)
@@ -351,8 +402,32 @@ def _body_profile(hu: np.ndarray, spacing: tuple[float, float, float], column: _
         r, c = column.row[k], column.col[k]
         box = hu[k, max(0, r - hr):r + hr + 1, max(0, c - hc):c + hc + 1]
         if box.size:
-            out[k] = float(box.mean())
+            out[k] = float(np.percentile(box.mean(1), 40))
     return out
+
+
+def _shell_profile(hu: np.ndarray, spacing: tuple[float, float, float], column: _Column,
+                   bone_hu: float) -> np.ndarray:
+    """Per slice, the share of bone (``> bone_hu``) in a box holding the whole vertebral body (from 3 mm in
+    front of its front edge to 6 mm behind its centre, 22 mm to each side of the column).
+
+    A vertebral body's cortical shell and endplates are bone whatever its cancellous density; a disc has
+    none. So this dips at every disc even where osteoporotic cancellous bone (~80 HU) is as dense as the
+    disc itself and the mean HU of the body's inside shows nothing."""
+    out = np.full(len(hu), np.nan)
+    cw = max(1, int(round(22 / spacing[2])))
+    for k in range(len(hu)):
+        r0 = max(0, int(column.front[k] - round(3 / spacing[1])))
+        r1 = int(column.row[k] + round(6 / spacing[1])) + 1
+        c = column.col[k]
+        box = hu[k, r0:r1, max(0, c - cw):c + cw + 1]
+        if box.size:
+            out[k] = float(np.mean(box > bone_hu))
+    return out
+
+
+#: HU per unit of :func:`_shell_profile` added to the body profile for finding discs.
+SHELL_WEIGHT_HU = 300.0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -429,16 +504,28 @@ def _regular_chain(zc: np.ndarray, cc: np.ndarray, vertebra_mm: tuple[float, flo
 # Sacrum and ribs
 
 
+@dataclass
+class _Lateral:
+    reach: np.ndarray     # [slices, 2] how far (mm) bone runs from the spine to the left and right
+    rib: np.ndarray       # [slices, 2] detached bone (mm^2) beside the back half of the body, left and right
+
+
 def _lateral_bone(hu: np.ndarray, spacing: tuple[float, float, float], column: _Column, bone_hu: float,
-                  rib_lateral_mm: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
-    """Per slice: how far (mm) bone runs from the spine to the nearer side (gaps <= 5 mm), in the rows of
-    the body and canal; and whether detached bone (a rib) lies beside the vertebra."""
+                  rib_lateral_mm: tuple[float, float], cancellous_hu: float = CANCELLOUS_HU) -> _Lateral:
+    """Per slice and side: how far (mm) bone runs from the spine (gaps <= 5 mm) in the rows of the body and
+    canal; and how much bone lies just beside the back half of the vertebral body, ``rib_lateral_mm``
+    beyond its lateral edge (a rib head at its costovertebral joint)."""
     n = len(hu)
-    reach = np.zeros(n)
-    rib = np.zeros(n, bool)
+    reach = np.zeros((n, 2))
+    rib = np.zeros((n, 2))
     sr, sc = spacing[1], spacing[2]
     gap = max(1, int(round(5 / sc)))
     limit = int(round(120 / sc))
+    dz = max(float(spacing[0]), 0.1)
+    hw = column.half_width
+    on_hw = hw > 5
+    half = _moving_mean(np.where(on_hw, hw, 0.0), 30 / dz) / np.maximum(_moving_mean(on_hw.astype(float), 30 / dz), 1e-6)
+    near, far = rib_lateral_mm
     for k in np.flatnonzero(column.valid):
         r, c = column.row[k], column.col[k]
         bone = hu[k] > bone_hu
@@ -446,23 +533,33 @@ def _lateral_bone(hu: np.ndarray, spacing: tuple[float, float, float], column: _
         if not band.size:
             continue
         on = band.any(0)
-        ends = [_extent(on, c, s, gap, limit) for s in (1, -1)]
-        reach[k] = min(ends) * sc
-        # ribs: bone behind the body's front, lateral to the vertebra's own bone, within rib_lateral_mm
-        rows = bone[max(0, column.front[k]):r + int(40 / sr)]
-        if not rows.size:
+        reach[k] = [_extent(on, c, s, gap, limit) * sc for s in (1, -1)]
+        if half[k] <= 5:
             continue
-        on = rows.any(0)
-        own = [_extent(on, c, s, gap, limit) for s in (1, -1)]   # body, pedicles and transverse processes
-        for s, e in zip((1, -1), own):
-            a = max(int(rib_lateral_mm[0] / sc), e + gap + 1)
-            b = int(rib_lateral_mm[1] / sc)
-            if a < b:
-                idx = c + s * np.arange(a, b)
-                idx = idx[(idx >= 0) & (idx < on.size)]
-                if on[idx].sum() * sc >= 3:
-                    rib[k] = True
-    return reach, rib
+        # rows of the back half of the body; along each, outwards from the body's centre: the body's own
+        # run of bone-like pixels, then bone beyond a gap (a rib head), or the run going on far beyond
+        # the body's edge (a rib head touching it)
+        rows = hu[k, max(0, r - int(round(2 / sr))):r + int(round(10 / sr)) + 1]
+        inner = int(round(0.5 * half[k] / sc))
+        edge = int(round((half[k] + 6.0) / sc))
+        span = int(round((half[k] + far) / sc))
+        for j, s in enumerate((1, -1)):
+            idx = c + s * np.arange(inner, span + 1)
+            idx = idx[(idx >= 0) & (idx < rows.shape[1])]
+            if len(idx) < 3:
+                continue
+            seg = rows[:, idx]
+            hard = seg > bone_hu
+            has = hard[:, :max(1, edge - inner)].any(1)
+            first = np.argmax(hard, 1)
+            soft = seg <= cancellous_hu
+            pos = np.arange(seg.shape[1])[None]
+            after = soft & (pos > first[:, None])
+            end = np.where(after.any(1), np.argmax(after, 1), seg.shape[1])
+            beyond = hard & (pos > end[:, None]) & (pos * sc <= end[:, None] * sc + far)
+            long = hard & (pos < end[:, None]) & (pos >= edge - inner)
+            rib[k, j] = float(((beyond | long) & has[:, None]).sum()) * sr * sc
+    return _Lateral(reach=reach, rib=rib)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -534,7 +631,7 @@ def _find_levels(scan: Scan, *, bone_hu: float, cancellous_hu: float, min_disc_c
     lo, hi = on[0], on[-1]
     evidence["spine_slices"] = [int(lo), int(hi)]
     evidence["_spine"] = np.where(column.valid[:, None], np.stack([column.row, column.col], 1).astype(float), np.nan)
-    profile = _body_profile(hu, spacing, column)
+    profile = _body_profile(hu, spacing, column) + SHELL_WEIGHT_HU * _shell_profile(hu, spacing, column, bone_hu)
     disc_z, disc_c = _find_discs(z[lo:hi + 1], profile[lo:hi + 1], min_contrast=min_disc_contrast,
                                  vertebra_mm=vertebra_mm)
     evidence["discs_mm"] = [float(v) for v in disc_z]
@@ -546,48 +643,79 @@ def _find_levels(scan: Scan, *, bone_hu: float, cancellous_hu: float, min_disc_c
     bounds = list(zip(disc_z[:-1], disc_z[1:]))
     evidence["vertebrae"] = len(bounds)
 
-    reach, rib = _lateral_bone(hu, spacing, column, bone_hu, rib_lateral_mm)
+    lateral = _lateral_bone(hu, spacing, column, bone_hu, rib_lateral_mm, cancellous_hu)
+    reach = lateral.reach.min(1)
     sacral = reach >= sacrum_mm
     counts: dict[str, int] = {}  # count -> index into bounds of L3 (may be out of range)
     text: dict[str, str] = {}
+    flags: list[str] = []
+    dz = max(spacing[0], 0.1)
 
-    # from the sacrum: the top of the sacral region connected to the bottom of the column
+    # from the sacrum: the top of the lowest sacral region, which must begin near the bottom of the column
     sacrum_top = None
-    if sacral[lo:lo + max(1, int(round(15 / max(spacing[0], 0.1))))].any():
-        k = lo + int(np.argmax(sacral[lo:]))
-        step = max(2, int(round(12 / max(spacing[0], 0.1))))  # bridge gaps of up to 12 mm (one slice at least)
+    step = max(2, int(round(12 / dz)))  # bridge gaps of up to 12 mm (one slice at least)
+    k = lo
+    while k <= hi:
+        ahead = np.flatnonzero(sacral[k:hi + 1])
+        if not len(ahead) or z[k + int(ahead[0])] - z[lo] > SACRUM_START_MM:
+            break
+        start = k = k + int(ahead[0])
         while True:
-            ahead = np.flatnonzero(sacral[k + 1:min(hi, k + step) + 1])
-            if not len(ahead):
+            more = np.flatnonzero(sacral[k + 1:min(hi, k + step) + 1])
+            if not len(more):
                 break
-            k += 1 + int(ahead[0])
-        sacrum_top = float(z[k])
+            k += 1 + int(more[0])
+        if z[k] - z[start] >= SACRUM_MIN_MM:
+            sacrum_top = float(z[k])
+            break
+        k += 1
     evidence["sacrum_top_mm"] = sacrum_top
+    l5s1 = None
     if sacrum_top is not None:
-        near = np.argmin(np.abs(disc_z - sacrum_top))
+        near = int(np.argmin(np.abs(disc_z - sacrum_top)))
         if abs(disc_z[near] - sacrum_top) <= 20:
             # disc `near` is L5/S1: bounds[near] is L5, L3 two above
+            l5s1 = near
             counts["sacrum"] = near + 2
             text["sacrum"] = f"L5/S1 disc at {disc_z[near]:.1f} mm (top of sacrum at {sacrum_top:.1f} mm)"
+    if l5s1 is not None:
+        # a transitional lumbosacral vertebra: the vertebra counted as L5 is joined to the pelvis on one
+        # side, or a disc lies inside the sacral region, under a fused vertebra
+        lumbar5 = (z >= disc_z[l5s1]) & (z <= (disc_z[l5s1 + 1] if l5s1 + 1 < len(disc_z) else disc_z[l5s1] + 30))
+        one_sided = (lateral.reach.max(1) >= sacrum_mm) & (reach < TRANSITIONAL_OTHER * sacrum_mm)
+        share = float(one_sided[lumbar5].mean()) if lumbar5.any() else 0.0
+        evidence["l5_one_sided_share"] = round(share, 2)
+        if share >= TRANSITIONAL_SHARE:
+            flags.append("transitional_vertebra")
+            text["transitional"] = (f"the vertebra above the L5/S1 disc is joined to the pelvis on one side in "
+                                    f"{100 * share:.0f} % of its slices")
 
-    # from the ribs: the lowest of the rib-bearing vertebrae that reach up to the top of the column
-    bearing = [bool(((z >= a) & (z <= (a + b) / 2) & rib).any()) for a, b in bounds]
+    # from the ribs: the lowest vertebra with a rib head beside its upper part, with a rib-bearing
+    # vertebra above it and rib-free vertebrae below
+    rib_on = lateral.rib >= RIB_MM2
+    bearing: list[bool] = []
+    sides: list[list[float]] = []
+    for a, b in bounds:
+        upper = (z >= a + 0.3 * (b - a)) & (z <= b + 2.0) & column.valid
+        share = rib_on[upper].mean(0) if upper.any() else np.zeros(2)
+        sides.append([round(float(v), 2) for v in share])
+        bearing.append(bool(share.max() >= RIB_SHARE))
     evidence["rib_bearing"] = bearing
+    evidence["rib_share"] = sides
     rib_low = None
-    for i in range(len(bounds) - 2, 0, -1):   # at least two rib-bearing vertebrae, one rib-free below
-        if all(bearing[i:]) :
+    for i in range(1, len(bounds) - 1):
+        above = bearing[i + 1:]
+        if bearing[i] and sum(above) >= max(1, len(above) - 1) and not any(bearing[max(0, i - 2):i]):
             rib_low = i
-        else:
             break
-    if rib_low is not None and not bearing[rib_low - 1]:
-        rib_z = z[rib & (z >= bounds[rib_low][0])]
+    if rib_low is not None:
+        rib_z = z[rib_on.any(1) & (z >= bounds[rib_low][0])]
         evidence["lowest_rib_mm"] = float(rib_z.min()) if len(rib_z) else None
         counts["ribs"] = rib_low - 4   # T12 = bounds[rib_low]; L3 is four below
         text["ribs"] = (f"T12 (lowest rib-bearing vertebra) between {bounds[rib_low][0]:.1f} and "
                         f"{bounds[rib_low][1]:.1f} mm")
     evidence["counts"] = text
 
-    flags: list[str] = []
     confidence = 0.0
     if "sacrum" in counts and "ribs" in counts:
         if counts["sacrum"] == counts["ribs"]:
@@ -618,7 +746,7 @@ def _find_levels(scan: Scan, *, bone_hu: float, cancellous_hu: float, min_disc_c
         if not len(idx):
             continue
         zc = (a + b) / 2
-        levels.append(Level(LEVEL_NAMES[j], int(idx[0]), int(idx[-1]), int(np.argmin(np.abs(z - zc))), float(zc)))
+        levels.append(Level(LEVEL_NAMES[j], int(idx[0]), int(idx[-1]), _nearest(z, zc), float(zc)))
     if "sacrum" in counts:
         a = disc_z[counts["sacrum"] - 2]
         idx = np.flatnonzero((z < a) & (z >= a - 30))
@@ -634,7 +762,7 @@ def _find_levels(scan: Scan, *, bone_hu: float, cancellous_hu: float, min_disc_c
                           flags + ["l3_not_in_scan"])
     a, b = bounds[chosen]
     zmid = (a + b) / 2
-    middle = int(np.argmin(np.abs(z - zmid)))
+    middle = _nearest(z, zmid)
     if abs(z[middle] - zmid) > max(spacing[0], 1.0):
         return _not_found("L3 lies in a gap between slices", levels, evidence, flags + ["gap"])
     if spacing[0] >= thick_slice_mm:
@@ -642,6 +770,8 @@ def _find_levels(scan: Scan, *, bone_hu: float, cancellous_hu: float, min_disc_c
     else:
         idx = np.flatnonzero(np.abs(z - z[middle]) <= slab_mm + 1e-6)
         first, last = int(idx[0]), int(idx[-1])
+    if "transitional_vertebra" in flags:
+        confidence *= 0.6
     if chosen in (0, len(bounds) - 1):
         flags.append("l3_at_scan_end")
         confidence *= 0.8
