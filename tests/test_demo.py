@@ -11,7 +11,7 @@ pytest.importorskip("tf2onnx")
 
 from click.testing import CliRunner  # noqa: E402
 
-from conftest import write_series  # noqa: E402
+from conftest import phantom_hu, write_series  # noqa: E402
 from kerasmuscle.cli import cli  # noqa: E402
 
 
@@ -25,7 +25,9 @@ def test_demo_runs_every_step_and_resumes(tmp_path, monkeypatch):
     # The reduced-precision variants are test_export's; here they would only cost time.
     monkeypatch.setattr(kerasmuscle.export, "export_bundle",
                         functools.partial(kerasmuscle.export.export_bundle, tolerance=1e-2, reduced=False))
-    series = write_series(tmp_path / "real")
+    # three slices: the user's own L3 choice, measured as they are (a longer series without a spine would be
+    # reported as holding no L3 and not measured; test_level_wiring checks that)
+    series = write_series(tmp_path / "real", phantom_hu(slices=3))
     out = tmp_path / "demo"
     args = ["demo", "--out", str(out), "--dicom", str(series), "--cases", "6", "--image-size", "32", "--folds", "2",
             "--epochs", "3", "--preset", "classic"]

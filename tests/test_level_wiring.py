@@ -165,3 +165,23 @@ def test_predict_default_is_auto_on_tcia(tmp_path):
     again = CliRunner().invoke(cli, ["predict", str(TCIA), "--out", str(out), "--precision", "int8",
                                      "--format", "png,level,csv", "--height", "1.72"])
     assert again.exit_code == 0 and "1 finished earlier" in again.output
+
+
+def test_a_scout_and_a_gap_at_l3_say_why(tcia, tmp_path):
+    """A localizer image is refused by the level finder (not taken as the user's one L3 slice); a series with
+    a gap at mid-L3 says where L3 is and which positions are missing."""
+    import dataclasses
+
+    from kerasmuscle.core.level import find_levels
+    from kerasmuscle.io.scan import DicomInfo
+
+    info = dataclasses.replace(tcia.dicom, tags={**tcia.dicom.tags, "image_type": "ORIGINAL\\PRIMARY\\LOCALIZER"})
+    scout = dataclasses.replace(tcia, hu=tcia.hu[44:45], positions=tcia.positions[44:45], dicom=info)
+    assert isinstance(info, DicomInfo)
+    result = find_levels(scout)
+    assert not result.l3.found and "localizer" in result.l3.flags and "scout" in result.l3.reason
+    keep = np.r_[0:42, 47:len(tcia.hu)]
+    gapped = dataclasses.replace(tcia, hu=tcia.hu[keep], positions=tcia.positions[keep], dicom=None)
+    result = find_levels(gapped)
+    assert not result.l3.found and "gap" in result.l3.flags
+    assert "L3 lies in a gap between slices" in result.l3.reason and "skips from" in result.l3.reason

@@ -19,8 +19,11 @@ The method, step by step:
    10 mm), since the column with most bone can be a contrast-filled aorta, a pedicle or a lateral cortex.
 3. **Discs.** A profile, per slice, of the 40th percentile of the row means in a small box (14 x 16 mm)
    at the body centre (a low percentile of rows keeps a tilted disc visible in a thick slice whose other
-   rows hold an endplate), resampled to 1 mm along z: vertebral bodies and their bright endplates are
-   high, discs (soft tissue, sometimes gas) low. Every local dip lying more than ``min_disc_contrast`` HU
+   rows hold an endplate), plus ``SHELL_WEIGHT_HU`` times the share of bone (``> bone_hu``) in a box
+   holding the whole body (:func:`_shell_profile`: the cortical shell and the endplates are bone whatever
+   the cancellous density, a disc has none, so discs show even in osteoporotic spines whose cancellous
+   bone is as dense as the disc), resampled to 1 mm along z: vertebral bodies and their bright endplates
+   are high, discs (soft tissue, sometimes gas) low. Every local dip lying more than ``min_disc_contrast`` HU
    below the brightest value ``DISC_NEAR_MM`` above *and* below it is a candidate (the window is short so
    that the broad low inside of an osteoporotic body between its two endplates does not count); a
    dynamic programme keeps the most regular chain of candidates, neighbouring discs ``vertebra_mm``
@@ -28,9 +31,9 @@ The method, step by step:
 4. **Naming from the sacrum.** Slices where bone runs, with gaps of at most 5 mm, from the spine to at
    least ``sacrum_mm`` on both sides (the sacral alae fused with the iliac bones) are sacral; the lowest
    such region (short gaps bridged), beginning within ``SACRUM_START_MM`` of the bottom of the column and
-   running on for at least ``SACRUM_MIN_MM``, is the sacrum (shorter runs below it, such as a few slices of
-   the iliac bones beside the lower sacrum, are passed over); the disc nearest its top is L5/S1, and vertebrae are counted
-   upwards from it. When the vertebra so counted as L5 is joined to the pelvis on one side only (the
+   running on for at least ``SACRUM_MIN_MM``, is the sacrum (shorter runs below it, such as a few slices
+   of the iliac bones beside the lower sacrum, are passed over); the disc nearest its top is L5/S1, and
+   vertebrae are counted upwards from it. When the vertebra so counted as L5 is joined to the pelvis on one side only (the
    other side reaching less than ``TRANSITIONAL_OTHER`` of ``sacrum_mm``) in at least
    ``TRANSITIONAL_SHARE`` of its slices, it is a transitional vertebra (flag ``transitional_vertebra``,
    confidence x 0.6).
@@ -48,7 +51,8 @@ The method, step by step:
    still the weak part: on the real scans checked so far it does not fire (the sacrum count alone names
    the levels), and on synthetic spines it fires on too few series (see ``bench/levels.py``).
 
-A scan of at most ``user_max_slices`` slices is taken as the user's own choice of L3 slices. When no spine
+A scan of at most ``user_max_slices`` slices is taken as the user's own choice of L3 slices, unless its
+DICOM ImageType says it is a localizer (scout), which has no L3 to measure. When no spine
 is found, or the named levels stop above L3 (a chest scan, a series ending above L3), L3 is reported as
 not found with the reason, rather than guessed.
 """
@@ -613,6 +617,11 @@ def _find_levels(scan: Scan, *, bone_hu: float, cancellous_hu: float, min_disc_c
                  vertebra_mm: tuple[float, float], sacrum_mm: float, rib_lateral_mm: tuple[float, float],
                  slab_mm: float, thick_slice_mm: float, user_max_slices: int) -> LevelResult:
     n = scan.shape[0]
+    image_type = str((scan.dicom.tags.get("image_type") if scan.dicom is not None else None) or "")
+    if "LOCALIZER" in image_type.upper():
+        return _not_found(f"a localizer (scout) image, not axial CT slices (ImageType {image_type}): there are "
+                          "no vertebrae to count and no L3 slice to measure", [],
+                          {"method": "none", "slices": n, "image_type": image_type}, ["localizer"])
     if 0 < n <= user_max_slices:
         return _user_choice(scan)
     evidence: dict[str, Any] = {"method": "bone column", "slices": n}
@@ -764,7 +773,12 @@ def _find_levels(scan: Scan, *, bone_hu: float, cancellous_hu: float, min_disc_c
     zmid = (a + b) / 2
     middle = _nearest(z, zmid)
     if abs(z[middle] - zmid) > max(spacing[0], 1.0):
-        return _not_found("L3 lies in a gap between slices", levels, evidence, flags + ["gap"])
+        below, above = z[z <= zmid], z[z > zmid]
+        skip = (f"; the series skips from {below.max():.1f} to {above.min():.1f} mm"
+                if len(below) and len(above) else "")
+        return _not_found(f"L3 lies in a gap between slices: L3 was found between {a:.1f} and {b:.1f} mm, but no "
+                          f"slice lies within {max(spacing[0], 1.0):g} mm of its middle ({zmid:.1f} mm){skip}",
+                          levels, evidence, flags + ["gap"])
     if spacing[0] >= thick_slice_mm:
         first, last = max(0, middle - 1), min(n - 1, middle + 1)
     else:
