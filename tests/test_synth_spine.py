@@ -123,3 +123,14 @@ def test_one_sided_sacralisation_is_flagged():
                                          narrow_fraction=0.0))
     flags = find_levels(scan).l3.flags
     assert {"counts_disagree", "transitional_vertebra"} & set(flags), flags
+
+
+def test_rib_and_sacrum_counts_agree_on_a_normal_spine():
+    """Where the rib count fires on a normal spine (T12 the lowest rib-bearing vertebra), it names the same
+    L3 as the sacrum count: L1, L2, L3 below T12 (an off-by-one here once flagged normal spines as variants)."""
+    scan, truth = make_spine(10007, SpineConfig(variant="normal", coverage="full"))
+    result = find_levels(scan)
+    assert set(result.evidence["counts"]) == {"sacrum", "ribs"}, result.evidence["counts"]
+    assert "counts_disagree" not in result.l3.flags and result.l3.confidence == pytest.approx(0.9)
+    lo, hi = truth["l3_z_mm"]
+    assert lo <= result.l3.z_mm <= hi

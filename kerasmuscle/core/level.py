@@ -720,7 +720,7 @@ def _find_levels(scan: Scan, *, bone_hu: float, cancellous_hu: float, min_disc_c
     if rib_low is not None:
         rib_z = z[rib_on.any(1) & (z >= bounds[rib_low][0])]
         evidence["lowest_rib_mm"] = float(rib_z.min()) if len(rib_z) else None
-        counts["ribs"] = rib_low - 4   # T12 = bounds[rib_low]; L3 is four below
+        counts["ribs"] = rib_low - 3   # T12 = bounds[rib_low]; L1, L2, L3 below it
         text["ribs"] = (f"T12 (lowest rib-bearing vertebra) between {bounds[rib_low][0]:.1f} and "
                         f"{bounds[rib_low][1]:.1f} mm")
     evidence["counts"] = text
