@@ -134,3 +134,11 @@ def test_rib_and_sacrum_counts_agree_on_a_normal_spine():
     assert "counts_disagree" not in result.l3.flags and result.l3.confidence == pytest.approx(0.9)
     lo, hi = truth["l3_z_mm"]
     assert lo <= result.l3.z_mm <= hi
+
+
+def test_every_level_is_named_once():
+    """A disc found inside the sacrum makes S1 one of the chain's vertebrae; it must not be named twice."""
+    for seed in (10010, 10007, 10011):
+        result = find_levels(make_spine(seed, SpineConfig(variant="normal", coverage="full"))[0])
+        names = [lv.name for lv in result.levels]
+        assert len(names) == len(set(names)), names

@@ -756,7 +756,7 @@ def _find_levels(scan: Scan, *, bone_hu: float, cancellous_hu: float, min_disc_c
             continue
         zc = (a + b) / 2
         levels.append(Level(LEVEL_NAMES[j], int(idx[0]), int(idx[-1]), _nearest(z, zc), float(zc)))
-    if "sacrum" in counts:
+    if "sacrum" in counts and not any(lv.name == "S1" for lv in levels):   # S1 below the chain's lowest disc
         a = disc_z[counts["sacrum"] - 2]
         idx = np.flatnonzero((z < a) & (z >= a - 30))
         if len(idx):
