@@ -79,13 +79,15 @@ def bench_training(slices, preset, image_size: int, batch_size: int, steps: int,
     from kerasmuscle.config import AugmentConfig, TrainConfig, UNetConfig
     from kerasmuscle.data.pipeline import make_dataset
     from kerasmuscle.model import build_unet, forward_flops
-    from kerasmuscle.training.train import compile_model
+    from kerasmuscle.training.train import compile_model, precision_policy
 
     network = UNetConfig.preset(preset) if isinstance(preset, str) else preset
     preset = preset if isinstance(preset, str) else "recipe"
     config = TrainConfig(model=network, batch_size=batch_size, mixed_precision=mixed_precision)
     keras.utils.set_random_seed(0)
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if mixed_precision else "float32")
+    policy = precision_policy(mixed_precision)
+    mixed_precision = policy != "float32"
+    keras.mixed_precision.set_global_policy(policy)
     model = build_unet(config.model)
     compile_model(model, config)
     epochs = (0, 1 + (warmup + steps) * batch_size // max(len(slices), 1))

@@ -98,6 +98,16 @@ def _data(recipe: Recipe, folder: Path, workers: int | None, log: Log) -> Path:
     return folder
 
 
+def _resolve_parent(recipe: Recipe, base: Path | None) -> TrainConfig:
+    """The training config with a relative ``init_weights`` (a parent bundle, for example
+    ``../l3-synth-v1``) read from the recipe's own folder, so that a bundle's recipe retrains from any
+    working directory; the recipe file itself keeps the relative path."""
+    parent = recipe.train.init_weights
+    if not parent or Path(parent).is_absolute() or base is None or not (base / parent).exists():
+        return recipe.train
+    return recipe.train.replace(init_weights=str((base / parent).resolve()))
+
+
 def run_recipe(recipe: Recipe | str | os.PathLike, out: str | os.PathLike, *, workers: int | None = None,
                verbose: int = 0, log: Log = print) -> Path:
     """Generate the data, train, evaluate and export, as the recipe says (each step resumes).
@@ -116,14 +126,16 @@ def run_recipe(recipe: Recipe | str | os.PathLike, out: str | os.PathLike, *, wo
     from kerasmuscle.training.evaluate import evaluate_run
     from kerasmuscle.training.train import train_run
 
+    base = None
     if not isinstance(recipe, Recipe):
+        base = Path(recipe) if Path(recipe).is_dir() else Path(recipe).parent
         recipe = load_recipe(recipe)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     recipe.save(out / RECIPE)
     data = _data(recipe, out / "data", workers, log)
     run = out / "run"
-    train_run(data, run, recipe.train, fold=recipe.fold, verbose=verbose, log=log)
+    train_run(data, run, _resolve_parent(recipe, base), fold=recipe.fold, verbose=verbose, log=log)
     if not (run / "table.md").is_file():
         evaluate_run(run, fold=recipe.fold, log=log)
     bundle = out / recipe.name

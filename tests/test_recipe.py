@@ -70,3 +70,42 @@ def test_the_recipe_default_agreement_bar_is_the_exports():
     from kerasmuscle.export.writer import MIN_AGREEMENT
 
     assert Recipe().min_agreement == MIN_AGREEMENT
+
+
+def test_a_parent_bundle_is_found_from_the_recipes_own_folder(tmp_path, monkeypatch):
+    """A fine-tuning recipe names its parent bundle relative to itself (``../l3-synth-v1``), so that
+    ``kerasmuscle retrain exports/<name>`` works from any working directory; the file keeps the relative path."""
+    from kerasmuscle.recipe import _resolve_parent
+
+    (tmp_path / "exports" / "parent").mkdir(parents=True)
+    child = tmp_path / "exports" / "child"
+    child.mkdir()
+    recipe = _tiny().replace(train=_tiny().train.replace(init_weights="../parent"))
+    recipe.save(child / RECIPE)
+    monkeypatch.chdir(tmp_path / "exports" / "parent")   # anywhere but the recipe's folder
+    resolved = _resolve_parent(load_recipe(child), child).init_weights
+    assert resolved == str((tmp_path / "exports" / "parent").resolve())
+    assert load_recipe(child).train.init_weights == "../parent"
+    # a path that is not there next to the recipe is left for training to report (naming it)
+    assert _resolve_parent(recipe.replace(train=recipe.train.replace(init_weights="../nowhere")),
+                           child).init_weights == "../nowhere"
+    assert _resolve_parent(recipe, None).init_weights == "../parent"
+
+
+def test_every_recipe_in_the_repository_names_a_parent_that_ships():
+    """The shipped bundles' recipes and the ones in recipes/ (models not yet trained and shipped) load, and a
+    fine-tuning recipe's parent is named relative to it and is a verified bundle in the repository."""
+    from conftest import ROOT
+    from kerasmuscle.recipe import _resolve_parent
+
+    files = sorted((ROOT / "exports").glob(f"*/{RECIPE}")) + sorted((ROOT / "recipes").glob("*.json"))
+    assert any(p.parent.name == "recipes" for p in files)
+    parents = 0
+    for path in files:
+        recipe = load_recipe(path)
+        parent = recipe.train.init_weights
+        if parent:
+            parents += 1
+            assert not parent.startswith("/"), f"{path}: its parent must be named relative to it"
+            assert verify(_resolve_parent(recipe, path.parent).init_weights)["model.keras"]
+    assert parents

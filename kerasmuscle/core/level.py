@@ -751,14 +751,18 @@ def _find_levels(scan: Scan, *, bone_hu: float, cancellous_hu: float, min_disc_c
         j = names_index - (i - chosen)
         if not 0 <= j < len(LEVEL_NAMES):
             continue
-        idx = np.flatnonzero((z >= a) & (z <= b))
+        # compared to the micrometre, as DICOM's decimal positions round: a disc found at a slice's own
+        # location must bound the same slices after a round trip
+        zr, ar, br = np.round(z, 3), round(float(a), 3), round(float(b), 3)
+        idx = np.flatnonzero((zr >= ar) & (zr <= br))
         if not len(idx):
             continue
         zc = (a + b) / 2
         levels.append(Level(LEVEL_NAMES[j], int(idx[0]), int(idx[-1]), _nearest(z, zc), float(zc)))
     if "sacrum" in counts and not any(lv.name == "S1" for lv in levels):   # S1 below the chain's lowest disc
         a = disc_z[counts["sacrum"] - 2]
-        idx = np.flatnonzero((z < a) & (z >= a - 30))
+        zr, ar = np.round(z, 3), round(float(a), 3)
+        idx = np.flatnonzero((zr < ar) & (zr >= ar - 30))
         if len(idx):
             levels.insert(0, Level("S1", int(idx[0]), int(idx[-1]), int(idx[len(idx) // 2]),
                                    float(z[idx[len(idx) // 2]])))
