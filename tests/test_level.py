@@ -105,3 +105,30 @@ def test_no_bone_no_spine(value):
     assert not result.l3.found
     assert "no spine" in result.l3.reason
     json.dumps(result.to_dict())
+
+
+def test_mirrored_bone_finds_the_spines_midline_not_a_bright_vessel():
+    """The column about which bone is mirrored is the spine's midline; an aorta-like blob beside it,
+    brighter than the bone threshold, has more bone in its own column but no mirror image."""
+    from kerasmuscle.core.level import _mirrored_bone
+
+    bone = np.zeros((1, 40, 60), bool)
+    bone[0, 20:30, 24:37] = True          # a body, centred on column 30
+    bone[0, 20:23, 16:19] = bone[0, 20:23, 41:44] = True   # pedicles, mirrored about 30
+    bone[0, 5:20, 34:38] = True           # a bright vessel in front, off the midline (column 35-36)
+    score = _mirrored_bone(bone, 14)[0]
+    assert bone[0].sum(0).argmax() in (34, 35, 36, 37)   # most bone: the vessel's column
+    assert abs(int(score.argmax()) - 30) <= 1, score
+
+
+def test_disc_profile_with_a_missing_value_keeps_the_chain():
+    """A slice with no profile value (an empty box at the edge of the field) is bridged, not allowed to
+    blank out the discs around it."""
+    from kerasmuscle.core.level import VERTEBRA_MM, _find_discs
+
+    z = np.arange(0, 200, 2.0)
+    profile = 250.0 - 150.0 * (np.abs((z + 15) % 30 - 15) < 3)   # a disc every 30 mm
+    profile[40] = np.nan
+    discs, _ = _find_discs(z, profile, min_contrast=25, vertebra_mm=VERTEBRA_MM)
+    assert len(discs) >= 6, discs
+    assert np.all(np.abs(np.diff(discs) - 30) < 3), discs

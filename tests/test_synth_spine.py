@@ -144,17 +144,15 @@ def test_every_level_is_named_once():
         assert len(names) == len(set(names)), names
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: a contrast-filled aorta touching the vertebral body takes the "
-                                       "column tracker off the body, the disc chain breaks and L3 is reported "
-                                       "as not found; see the README's Finding L3")
 def test_a_contrast_filled_aorta_against_the_body_does_not_take_the_column():
-    """Seed 10015 (1.25 mm, venous contrast): the aorta, about 220 HU, touches the front of L2 and L1, so
-    the run of bone-like rows at the column is aorta and body together; the centre, taken from that run's
-    front edge, lies in the aorta, the disc chain breaks at L2/L3 and L3 is reported as not found. (Taking
-    the centre from the back edge where the posterior arch lies behind such a deep run fixed this case but
-    broke 5 mm series, one of them into an unflagged wrong vertebra, so it was not kept.)"""
+    """Seed 10015 (1.25 mm, venous contrast): the aorta (about 220 HU) and the enhancing liver touch the
+    front of L2 and L1, so the run of bone-like rows at the column is organ and body together. The body's
+    front is taken at the run's first row with cortex, the column is the one about which bone is mirrored
+    (not the aorta), and L3 is found, named by both counts. (Before, the centre lay in the aorta, the disc
+    chain broke at L2/L3 and L3 was reported as not found.)"""
     scan, truth = make_spine(10015, SpineConfig(variant="normal", coverage="full"))
     assert truth["acquisition"]["contrast"] == "venous"
     result = find_levels(scan)
     lo, hi = truth["l3_z_mm"]
     assert result.l3.found and lo <= result.l3.z_mm <= hi, (result.l3, truth["l3_z_mm"])
+    assert set(result.evidence["counts"]) == {"sacrum", "ribs"}, result.evidence["counts"]

@@ -6,17 +6,22 @@ it, names the vertebrae and chooses the L3 slices. numpy only; about 0.6 s on a 
 The method, step by step:
 
 1. **Column.** The volume is block-averaged to about 3 mm pixels. Per slice, the spine's column is the
-   column with most bone (``> bone_hu``) within 30 mm of the body's midline, smoothed along z.
+   column within 30 mm of the body's midline about which most bone (``> bone_hu``) is mirrored left to
+   right (body, pedicles, laminae, transverse processes, ribs and pelvis are; a contrast-filled aorta beside
+   the body, which may hold more bone by HU in its own column, is not), smoothed along z.
 2. **Vertebral body.** Bone-like pixels (``cancellous_hu .. 800`` HU) are taken, with the low-HU inside
    of a cortical ring filled in (osteoporotic bodies can be ~30 HU inside). At the spine's column every
    row of the slice is given the width of the run of such pixels that crosses the column, averaged
    over 30 mm along z so that discs are bridged. The body (and disc) column is the chain of rows, one
-   per slice, lying in the deepest (front-to-back) run of rows at least 20 mm wide, followed with a
-   Viterbi path that moves at most about one pixel per slice. The body centre is taken 16 mm (or half
-   the run when shallower) behind the front edge of that run, so that a contrast-filled spinal canal
-   merging with the body (CT myelography) does not pull it backwards. This is done twice: after the
-   first pass the column moves to the middle of the body's run at the centre row (by at most 20, then
-   10 mm), since the column with most bone can be a contrast-filled aorta, a pedicle or a lateral cortex.
+   per slice, lying in the deepest (front-to-back) run of rows at least ``WIDE_MM`` wide that holds
+   cortex (``> bone_hu``) at the column (an enhancing liver or kidney is bone-like by HU but holds none;
+   runs deeper than ``DEEP_MM`` lose score), followed with a Viterbi path that moves at most about one
+   pixel per slice. Where an enhancing organ or the aorta touches the body's front and joins its run, the
+   body begins at the run's first row with cortex (when ``FRONT_MIN_DEPTH_MM`` of the run lies behind it).
+   The body centre is taken 16 mm (or half the run when shallower) behind that front edge, so that a
+   contrast-filled spinal canal merging with the body (CT myelography) does not pull it backwards. This is
+   done twice: after each pass the column moves towards the middle of the body's run at the centre row,
+   by at most 6, then 3 mm (``MOVES_MM``; larger moves followed a contrast-filled aorta touching the body).
 3. **Discs.** A profile, per slice, of the 40th percentile of the row means in a small box (14 x 16 mm)
    at the body centre (a low percentile of rows keeps a tilted disc visible in a thick slice whose other
    rows hold an endplate), plus ``SHELL_WEIGHT_HU`` times the share of bone (``> bone_hu``) in a box
@@ -104,6 +109,17 @@ USER_MAX_SLICES = 3
 #: Level names from the top of the thorax to the sacrum, in craniocaudal order.
 LEVEL_NAMES = tuple(f"T{i}" for i in range(1, 13)) + tuple(f"L{i}" for i in range(1, 6)) + ("S1",)
 
+#: Following the body: a row belongs to the body's run when the run across the column is this wide (mm);
+WIDE_MM = 20.0
+#: ... the body begins at the run's first row with cortex (this share of bone along z) at the column,
+FRONT_SHELL = 0.3
+#: ... when at least this much (mm) of the run lies behind that row (else the whole run is the body);
+FRONT_MIN_DEPTH_MM = 24.0
+#: ... runs deeper than this (mm) (organs) lose score, up to ``DEEP_COST`` 30 mm deeper;
+DEEP_MM = 60.0
+DEEP_COST = 0.5
+#: ... and after each pass the column moves to the middle of the body's run by at most these (mm).
+MOVES_MM = (6.0, 3.0)
 _GRID_MM = 3.0      # in-plane pixel size used for following the column
 _PROFILE_MM = 1.0   # z step of the resampled disc profile
 
@@ -304,6 +320,21 @@ def _fill_rings(mask: np.ndarray, reach: int) -> np.ndarray:
     return mask | around
 
 
+def _mirrored_bone(bone: np.ndarray, reach: int) -> np.ndarray:
+    """``[z, C]``: per slice and column, the bone pixels that have bone at the mirrored place about that
+    column, up to ``reach`` pixels to each side (the column's own bone counts once)."""
+    n, _, size_c = bone.shape
+    out = bone.sum(1).astype(np.int32)
+    for k in range(1, reach + 1):
+        if k >= size_c:
+            break
+        both = bone[:, :, :-2 * k] & bone[:, :, 2 * k:] if 2 * k < size_c else None
+        if both is None:
+            break
+        out[:, k:size_c - k] += 2 * both.sum(1)
+    return out
+
+
 def _extent(row_bone: np.ndarray, centre: int, step: int, max_gap: int, limit: int) -> int:
     """How many pixels bone runs from ``centre`` in direction ``step`` (+1/-1) with gaps of at most ``max_gap``."""
     reach, gap = 0, 0
@@ -346,16 +377,20 @@ def _follow_column(hu: np.ndarray, spacing: tuple[float, float, float], *, bone_
     body_cols = body.sum(1)
     midline = (body_cols * cols).sum(1) / np.maximum(body_cols.sum(1), 1)
     midline = _moving_mean(midline, 40 / dz)
-    bone_count = _moving_mean(_moving_mean((d > bone_hu).sum(1), 30 / dz, 0), 10 / px, 1)
+    bone = d > bone_hu
+    bone_count = _moving_mean(_moving_mean(bone.sum(1), 30 / dz, 0), 10 / px, 1)
     near = np.abs(cols[None] - midline[:, None]) < 30 / px
-    col = np.argmax(np.where(near, bone_count, -1), 1)
+    # the spine is the bone that is mirrored about its midline (body, pedicles, laminae, transverse
+    # processes, ribs, pelvis); a contrast-filled aorta beside the body is not
+    mirrored = _moving_mean(_mirrored_bone(bone, int(round(24 / px))).astype(float), 30 / dz, 0)
+    col = np.argmax(np.where(near, mirrored, -1), 1)
     col = np.rint(_moving_mean(col.astype(float), 30 / dz)).astype(int)
 
     bonelike = _fill_rings((d > cancellous_hu) & (d < 800), int(round(20 / px)))
     k = np.arange(n)
     # Twice: the column with most bone may lie off the body's centre (a contrast-filled aorta, a pedicle,
     # the lateral cortex), so after the first pass the column moves to the middle of the body's run
-    for reach_mm in (20.0, 10.0):
+    for reach_mm in MOVES_MM:
         width = np.zeros((n, size_r))
         shift = np.zeros((n, size_r))    # centre of the run crossing the column, relative to it (pixels)
         pad = np.zeros((size_r, 1), bool)
@@ -366,14 +401,28 @@ def _follow_column(hu: np.ndarray, spacing: tuple[float, float, float], *, bone_
             left = np.argmax(~np.concatenate([m[:, c::-1], pad], 1), 1)
             width[j] = np.where(m[:, c], (right + left - 1) * px, 0.0)
             shift[j] = np.where(m[:, c], (right - left) / 2, 0.0)
-        wide = _moving_mean(width, 30 / dz, 0) >= 20
+        wide = _moving_mean(width, 30 / dz, 0) >= WIDE_MM
         start, end = _runs(wide)
         depth = np.where(wide, (end - start + 1) * px, 0.0)
-        score = np.minimum(depth, 45) / 45 - 0.5 * (depth > 120)
+        # a vertebral body's run holds cortex (> bone_hu) at the column, its front and back shell and the
+        # endplates; an enhancing liver, spleen or kidney, bone-like by HU, holds none
+        bone_at = _moving_mean(bone[k, :, col].astype(float), 30 / dz, 0)
+        cum = np.concatenate([np.zeros((n, 1)), np.cumsum(bone_at, 1)], 1)
+        run_bone = np.where(wide, np.take_along_axis(cum, np.maximum(end, 0) + 1, 1)
+                            - np.take_along_axis(cum, np.maximum(start, 0), 1), 0.0)
+        score = (np.minimum(depth, 45) / 45 - DEEP_COST * np.clip((depth - DEEP_MM) / 30, 0, 1)) * np.clip(run_bone / 1.5, 0, 1)
         path = _viterbi(score, step=max(1, int(round(dz / px)) + 1))
         on = depth[k, path] >= 12
         front = np.where(on, start[k, path], path).astype(float)
         run_depth = np.where(on, depth[k, path], 0.0)
+        # an enhancing organ (liver, 100-200 HU) touching the body's front joins its run: the body begins
+        # at the first row of the run with cortex (> bone_hu) at the column
+        for j in np.flatnonzero(on):
+            a, b = int(start[j, path[j]]), int(end[j, path[j]])
+            shell = np.flatnonzero(bone_at[j, a:b + 1] >= FRONT_SHELL)
+            if len(shell) and shell[0] > 0 and (b - a - shell[0] + 1) * px >= FRONT_MIN_DEPTH_MM:
+                front[j] = a + shell[0]
+                run_depth[j] = (b - front[j] + 1) * px
         centre = np.where(on, front + np.minimum(run_depth, 32) / 2 / px, path)
         centre = _moving_mean(centre, 15 / dz)
         at = np.clip(np.rint(centre).astype(int), 0, size_r - 1)
@@ -383,7 +432,7 @@ def _follow_column(hu: np.ndarray, spacing: tuple[float, float, float], *, bone_
         if not ok.any():
             break
         moved = np.clip(np.rint(col + _moving_mean(np.interp(k, k[ok], off[ok]), 15 / dz)), 0, size_c - 1).astype(int)
-        if reach_mm == 10.0:
+        if reach_mm == MOVES_MM[-1]:
             # keep the first pass's widths: the last move only centres the column
             col = moved
             break
@@ -421,8 +470,8 @@ def _shell_profile(hu: np.ndarray, spacing: tuple[float, float, float], column: 
     out = np.full(len(hu), np.nan)
     cw = max(1, int(round(22 / spacing[2])))
     for k in range(len(hu)):
-        r0 = max(0, int(column.front[k] - round(3 / spacing[1])))
         r1 = int(column.row[k] + round(6 / spacing[1])) + 1
+        r0 = max(0, min(int(column.front[k] - round(3 / spacing[1])), r1 - int(round(20 / spacing[1]))))
         c = column.col[k]
         box = hu[k, r0:r1, max(0, c - cw):c + cw + 1]
         if box.size:
@@ -444,7 +493,10 @@ def _find_discs(z: np.ndarray, profile: np.ndarray, *, min_contrast: float,
     if len(z) < 3:
         return np.array([]), np.array([])
     grid = np.arange(z[0], z[-1] + 1e-6, _PROFILE_MM)
-    p = np.interp(grid, z, profile)
+    ok = np.isfinite(profile)
+    if ok.sum() < 3:
+        return np.array([]), np.array([])
+    p = np.interp(grid, z[ok], profile[ok])   # a slice without a value (an empty box) is bridged
     p = _moving_mean(p, 3)
     m = len(p)
     near, far = int(round(DISC_NEAR_MM[0] / _PROFILE_MM)), int(round(DISC_NEAR_MM[1] / _PROFILE_MM))
