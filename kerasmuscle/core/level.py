@@ -120,6 +120,8 @@ DEEP_MM = 60.0
 DEEP_COST = 0.5
 #: ... and after each pass the column moves to the middle of the body's run by at most these (mm).
 MOVES_MM = (6.0, 3.0)
+#: ... the low-HU inside of a cortical ring is filled when the ring lies within this (mm) on all four sides.
+RING_MM = 20.0
 _GRID_MM = 3.0      # in-plane pixel size used for following the column
 _PROFILE_MM = 1.0   # z step of the resampled disc profile
 
@@ -386,7 +388,7 @@ def _follow_column(hu: np.ndarray, spacing: tuple[float, float, float], *, bone_
     col = np.argmax(np.where(near, mirrored, -1), 1)
     col = np.rint(_moving_mean(col.astype(float), 30 / dz)).astype(int)
 
-    bonelike = _fill_rings((d > cancellous_hu) & (d < 800), int(round(20 / px)))
+    bonelike = _fill_rings((d > cancellous_hu) & (d < 800), int(round(RING_MM / px)))
     k = np.arange(n)
     # Twice: the column with most bone may lie off the body's centre (a contrast-filled aorta, a pedicle,
     # the lateral cortex), so after the first pass the column moves to the middle of the body's run
