@@ -569,6 +569,7 @@ def export(source: Path, out: Path, onnx: bool, tflite: bool, savedmodel: bool, 
 
 
 from kerasmuscle.predict.outputs import format_help as _format_help  # noqa: E402  (cheap: the output registry)
+from kerasmuscle.core.cutoffs import definitions as _cutoff_names  # noqa: E402  (cheap: a CSV table)
 
 
 @cli.command()
@@ -584,7 +585,11 @@ from kerasmuscle.predict.outputs import format_help as _format_help  # noqa: E40
                                "The case row averages these slices.")
 @click.option("--height", type=float, help="Patient height in metres, for the skeletal muscle index (all inputs).")
 @click.option("--heights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="CSV with case_id (or patient_id or name) and height_m (or height_cm) per case.")
+              help="CSV with case_id (or patient_id or name) and height_m (or height_cm) per case; optional "
+                   "sex (M/F) and weight_kg columns for --cutoffs.")
+@click.option("--cutoffs", type=click.Choice(_cutoff_names()),
+              help="Classify sarcopenia (SMI) and myosteatosis (muscle HU) by a published definition; sex from "
+                   "PatientSex or the heights table, BMI from PatientWeight (or weight_kg) and the height.")
 @click.option("--format", "formats", help=_format_help())
 @click.option("--shard", help="i/n: this process takes every n-th input starting at the i-th (1-based).")
 @click.option("--overwrite", is_flag=True, help="Redo inputs whose outputs exist (default: skip those finished "
@@ -597,8 +602,9 @@ from kerasmuscle.predict.outputs import format_help as _format_help  # noqa: E40
 @click.option("--hu-range", nargs=2, type=float, help="Post-processing HU range instead of the bundle's -20 200.")
 @click.option("--no-postprocess", is_flag=True, help="Keep predicted muscle outside the HU range.")
 def predict(inputs: tuple[Path, ...], bundle: Path | None, out: Path, slices: str | None, height: float | None,
-            heights: Path | None, formats: str | None, shard: str | None, overwrite: bool, backend: str,
-            precision: str, threads: int | None, hu_range: tuple[float, float] | None, no_postprocess: bool) -> None:
+            heights: Path | None, cutoffs: str | None, formats: str | None, shard: str | None, overwrite: bool,
+            backend: str, precision: str, threads: int | None, hu_range: tuple[float, float] | None,
+            no_postprocess: bool) -> None:
     """Segment and measure the five muscle groups on CT: label maps, DICOM SEG, overlays, and area (cm2),
     mean HU and skeletal muscle index per muscle and side. Runs with ONNX Runtime, without TensorFlow.
 
@@ -624,7 +630,7 @@ def predict(inputs: tuple[Path, ...], bundle: Path | None, out: Path, slices: st
         config = PredictConfig(slices=SliceSelection.parse(slices) if slices is not None else None, height=height, heights=heights,
                                formats=parse_formats(formats), shard=parse_shard(shard), overwrite=overwrite,
                                backend=backend, precision=precision, threads=threads, hu_range=hu_range,
-                               postprocess=not no_postprocess)
+                               postprocess=not no_postprocess, cutoffs=cutoffs)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     bars, state = ExitStack(), {}  # a progress bar on a terminal; one line per input in logs and pipes

@@ -114,6 +114,8 @@ class PredictConfig(Config):
         backend, precision, threads: for :meth:`~kerasmuscle.predict.Predictor.from_bundle`.
         hu_range: the post-processing HU range instead of the bundle's.
         postprocess: False keeps predicted muscle outside the HU range.
+        cutoffs: a definition of :mod:`kerasmuscle.core.cutoffs` (``prado2008``, ``martin2013``) to classify
+            sarcopenia and myosteatosis with; None: no classes.
     """
 
     slices: SliceSelection | None = None
@@ -127,8 +129,14 @@ class PredictConfig(Config):
     threads: int | None = None
     hu_range: tuple[float, float] | None = None
     postprocess: bool = True
+    cutoffs: str | None = None
 
     def __post_init__(self) -> None:
+        if self.cutoffs is not None:
+            from kerasmuscle.core.cutoffs import definitions
+
+            if self.cutoffs not in definitions():
+                raise ValueError(f"unknown cut-off definition {self.cutoffs!r}: known are {', '.join(definitions())}")
         if self.heights is not None:
             object.__setattr__(self, "heights", os.fspath(self.heights))
         if isinstance(self.formats, str):
@@ -259,7 +267,7 @@ def case_settings(source: str, predictor, config: PredictConfig, formats: Sequen
         "input": os.path.realpath(source), "model_sha256": predictor.model_sha256, "backend": predictor.backend,
         "precision": predictor.precision, "slices": _selection(config.slices).text(), "height_m": config.height,
         "heights_sha256": heights_sha256, "hu_range": list(predictor.hu_range) if config.postprocess else None,
-        "formats": list(formats),
+        "formats": list(formats), "cutoffs": config.cutoffs,
     })
 
 
@@ -289,6 +297,7 @@ _SHOW: dict[str, Callable[[Any], str]] = {
     "heights_sha256": lambda v: "no heights table" if v is None else f"heights table {str(v)[:8]}",
     "hu_range": lambda v: "no post-processing" if v is None else f"HU range {v[0]:g}..{v[1]:g}",
     "formats": lambda v: "formats " + ",".join(v),
+    "cutoffs": lambda v: "no cut-offs" if v is None else f"cut-offs {v}",
 }
 
 
@@ -306,7 +315,7 @@ def settings_change(old: dict[str, Any] | None, new: dict[str, Any]) -> str | No
 
 def case_record(name: str, source: str, prediction, case_row: dict[str, Any], slice_rows: list[dict[str, Any]],
                 height: tuple[float | None, str], predictor, settings: dict[str, Any],
-                notes: Sequence[str] = (), review=None) -> dict[str, Any]:
+                notes: Sequence[str] = (), review=None, cutoffs: dict[str, Any] | None = None) -> dict[str, Any]:
     """The JSON record of one case: provenance, settings, the case measurements and every slice's, and the
     anatomy review (:func:`kerasmuscle.core.review.review_case`)."""
     scan = prediction.scan
@@ -329,6 +338,7 @@ def case_record(name: str, source: str, prediction, case_row: dict[str, Any], sl
         "slice_indices": [int(i) for i in prediction.slices],
         "slice_locations_mm": scan.slice_locations[prediction.slices].tolist(),
         "measurements": case_row,
+        "cutoffs": cutoffs,
         "review": review.to_dict() if review is not None else None,
         "slices": slice_rows,
         "versions": versions("onnxruntime"),
@@ -348,6 +358,8 @@ def write_case(folder: Path, case: CaseOutputs, formats: Sequence[str]) -> list[
 #: The first columns of ``measurements.csv`` (before the measurements) and the ones after them.
 SUMMARY_LEAD = ("case", "needs_review", "review_reasons", "level_method", "level_z_mm", "level_confidence",
                 "level_flags")
+#: The cut-off columns, after the lead (empty when no ``--cutoffs`` was given).
+SUMMARY_CUTOFFS = ("cutoffs", "sex", "bmi", "sarcopenia", "sarcopenia_rule", "myosteatosis", "myosteatosis_rule")
 SUMMARY_EXTRA = ("input", "bundle", "model_sha256", "backend", "precision", "hu_window", "hu_range",
                  "height_source", "slice_locations_mm", "series_uid", "kerasmuscle", "onnxruntime")
 
@@ -400,11 +412,13 @@ def write_summaries(out: Path) -> list[Path]:
                  "height_source": rec.get("height_source"), "slice_locations_mm": rec.get("slice_locations_mm"),
                  "series_uid": rec["scan"].get("series_uid"), "kerasmuscle": rec["versions"].get("kerasmuscle"),
                  "onnxruntime": rec["versions"].get("onnxruntime")}
-        cases.append([rec["case"], *(extra[c] for c in SUMMARY_LEAD[1:]), *(m.get(c) for c in case_cols),
+        cut = rec.get("cutoffs") or {}
+        cases.append([rec["case"], *(extra[c] for c in SUMMARY_LEAD[1:]), *(cut.get(c) for c in SUMMARY_CUTOFFS),
+                      *(m.get(c) for c in case_cols),
                       *(extra[c] for c in SUMMARY_EXTRA)])
         slices += slice_lines(rec["case"], rec["slices"], model.get("model_sha256"))
     tables = [out / "measurements.csv", out / "slices.csv"]
-    atomic_write_text(tables[0], csv_text([*SUMMARY_LEAD, *case_cols, *SUMMARY_EXTRA], cases))
+    atomic_write_text(tables[0], csv_text([*SUMMARY_LEAD, *SUMMARY_CUTOFFS, *case_cols, *SUMMARY_EXTRA], cases))
     atomic_write_text(tables[1], csv_text(slices_header("model_sha256"), slices))
     return tables
 
@@ -422,6 +436,7 @@ class _Batch:
     formats: tuple[str, ...]
     table: dict[str, float] | None
     heights_sha256: str | None
+    facts: dict[str, dict[str, Any]] | None = None    # sex and weight_kg by id, from the heights table
 
     def run(self, source: str, name: str, folder: Path, result: BatchResult) -> tuple[str, str]:
         """Predict, measure and write one case into ``folder``; returns its (status, message)."""
@@ -447,11 +462,12 @@ class _Batch:
             notes = [self._height_note(keys, height)] if self.table is not None and height[1] != "csv" else []
             slice_rows, case_row = measure_case(prediction.scan, prediction.labels,
                                                 [int(i) for i in prediction.slices], height_m=height[0])
+            cutoffs = self._cutoffs(keys, prediction.scan, height[0], case_row)
             review = review_case(prediction.scan, prediction.labels, prediction.slices, case_row,
                                  raw_labels=prediction.raw_labels, midlines=[r["midline_col"] for r in slice_rows],
                                  level=prediction.level)
             record = case_record(name, source, prediction, case_row, slice_rows, height, self.predictor,
-                                 settings, notes, review)
+                                 settings, notes, review, cutoffs)
             with atomic_path(folder, overwrite=True) as tmp:
                 write_case(tmp, CaseOutputs(name, prediction, slice_rows, case_row, record), self.formats)
         except NoL3Error as exc:
@@ -471,6 +487,15 @@ class _Batch:
         if height[0] is None and self.table is not None:
             result.no_height.append(name)
         return "done", "; ".join(notes)
+
+    def _cutoffs(self, keys: Sequence[str], scan, height_m: float | None, case_row: dict[str, Any]
+                 ) -> dict[str, Any] | None:
+        if self.config.cutoffs is None:
+            return None
+        from kerasmuscle.core.cutoffs import classify, patient_facts
+
+        sex, bmi, sources = patient_facts(list(keys), self.facts, scan, height_m)
+        return classify(self.config.cutoffs, case_row, sex=sex, bmi=bmi, sources=sources)
 
     def _height_note(self, keys: Sequence[str], height: tuple[float | None, str]) -> str:
         table = Path(self.config.heights or "").name
@@ -519,11 +544,16 @@ def predict_batch(inputs: Sequence[str | os.PathLike], model: str | os.PathLike 
     if config.height is not None:
         check_height(config.height)
     table = read_heights(config.heights) if config.heights else None
+    facts = None
+    if config.heights and config.cutoffs:
+        from kerasmuscle.core.cutoffs import read_sex_weight
+
+        facts = read_sex_weight(config.heights)
     out = Path(out)
     check_output_folder(out, inputs)
     predictor = Predictor.from_bundle(model, config.backend, precision=config.precision, threads=config.threads,
                                       hu_range=config.hu_range)
-    batch = _Batch(predictor, config, formats, table, _sha256(config.heights) if config.heights else None)
+    batch = _Batch(predictor, config, formats, table, _sha256(config.heights) if config.heights else None, facts)
     items, repeated = select_inputs(inputs, config.shard)
     out.mkdir(parents=True, exist_ok=True)
     result = BatchResult(repeated=repeated)
