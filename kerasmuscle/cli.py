@@ -660,6 +660,11 @@ def predict(inputs: tuple[Path, ...], bundle: Path | None, out: Path, slices: st
         if isinstance(exc, KerasMuscleError):
             raise
         raise click.UsageError(str(exc)) from None
+    _report_batch(out, result, heights)
+
+
+def _report_batch(out: Path, result, heights: Path | None) -> None:
+    """The closing lines of ``predict`` and ``measure``; exit code 1 when an input failed, was refused or has no L3."""
     refused = f", {len(result.refused)} finished earlier with other settings" if result.refused else ""
     tables = (f"measurements in {result.tables[0]} and {result.tables[1]}" if result.tables
               else "no case is finished, so no measurement tables")
@@ -680,6 +685,56 @@ def predict(inputs: tuple[Path, ...], bundle: Path | None, out: Path, slices: st
         click.echo(f"failed: {message}", err=True)
     if result.failed or result.refused or result.no_l3:
         raise SystemExit(1)
+
+
+
+@cli.command()
+@click.argument("scan", type=click.Path(path_type=Path))
+@click.option("--labels", "mask", required=True, type=click.Path(path_type=Path),
+              help="The label map to measure: NIfTI, NPZ or DICOM SEG on the scan's grid (values 0-5, or SEG "
+                   "segments named after the muscle groups), for example predict's output corrected in 3D Slicer.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder: OUT/<case>/ and OUT/measurements.csv, as predict writes them.")
+@click.option("--slices", help="Slices to measure: labelled (the slices the mask labels), auto, all, 12, 10-14 or "
+                               "z:LOW:HIGH [default: labelled].")
+@click.option("--height", type=float, help="Patient height in metres, for the skeletal muscle index.")
+@click.option("--heights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CSV with case_id (or patient_id or name), height_m (or height_cm), optionally sex and weight_kg.")
+@click.option("--cutoffs", type=click.Choice(_cutoff_names()), help="Classify sarcopenia and myosteatosis (see predict).")
+@click.option("--format", "formats", help=_format_help())
+@click.option("--overwrite", is_flag=True, help="Redo the case when its outputs exist with other settings.")
+def measure(scan: Path, mask: Path, out: Path, slices: str | None, height: float | None, heights: Path | None,
+            cutoffs: str | None, formats: str | None, overwrite: bool) -> None:
+    """Measure a label map you already have on its scan: the same measurements, cut-offs, overlay, level
+    picture, SEG and review flags as predict, from your mask instead of the model's. Predict, correct the
+    SEG or NIfTI in 3D Slicer, measure again. No model is run.
+
+    Exit code 0: measured; 1: the scan or the mask cannot be used (one line says why); 2: bad options.
+
+    Example:
+
+        kerasmuscle measure scans/patient-001 --labels corrected.nii.gz --out remeasured --height 1.72
+    """
+    from kerasmuscle.core.slices import SliceSelection
+    from kerasmuscle.predict import PredictConfig
+    from kerasmuscle.predict.batch import predict_batch
+    from kerasmuscle.predict.masks import MaskPredictor
+    from kerasmuscle.predict.outputs import parse_formats
+
+    try:
+        config = PredictConfig(slices=SliceSelection.parse(slices or "labelled"), height=height, heights=heights,
+                               formats=parse_formats(formats), overwrite=overwrite, cutoffs=cutoffs)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    predictor = MaskPredictor(mask)
+    try:
+        result = predict_batch([os.fspath(scan)], None, out, config, predictor=predictor,
+                               progress=lambda e: click.echo(f"{e.case}: {e.status}{': ' + e.message if e.message else ''}"))
+    except ValueError as exc:
+        if isinstance(exc, KerasMuscleError):
+            raise
+        raise click.UsageError(str(exc)) from None
+    _report_batch(out, result, heights)
 
 
 # --------------------------------------------------------------------------------------------------

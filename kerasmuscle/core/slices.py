@@ -162,6 +162,8 @@ class SliceSelection(Config):
             return cls("all")
         if text.strip().lower() == "auto":
             return cls("auto")
+        if text.strip().lower() == "labelled":
+            return cls("labelled")
         text = text.strip()
         if text.lower().startswith("z:"):
             parts = text[2:].split(":")

@@ -266,7 +266,8 @@ def case_settings(source: str, predictor, config: PredictConfig, formats: Sequen
     return json_safe({
         "input": os.path.realpath(source), "model_sha256": predictor.model_sha256, "backend": predictor.backend,
         "precision": predictor.precision, "slices": _selection(config.slices).text(), "height_m": config.height,
-        "heights_sha256": heights_sha256, "hu_range": list(predictor.hu_range) if config.postprocess else None,
+        "heights_sha256": heights_sha256,
+        "hu_range": list(predictor.hu_range) if config.postprocess and predictor.hu_range is not None else None,
         "formats": list(formats), "cutoffs": config.cutoffs,
     })
 
@@ -326,7 +327,7 @@ def case_record(name: str, source: str, prediction, case_row: dict[str, Any], sl
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "model": prediction.model,
         "settings": settings,
-        "hu_window": list(predictor.preprocess.hu_window),
+        "hu_window": list(predictor.preprocess.hu_window) if predictor.preprocess is not None else None,
         "hu_range": list(prediction.hu_range) if prediction.hu_range else None,
         "height_m": height[0],
         "height_source": height[1],
@@ -512,7 +513,8 @@ def _record_settings(folder: Path) -> dict[str, Any] | None:
 
 
 def predict_batch(inputs: Sequence[str | os.PathLike], model: str | os.PathLike | None, out: str | os.PathLike,
-                  config: PredictConfig | None = None, *, progress: Progress | None = None) -> BatchResult:
+                  config: PredictConfig | None = None, *, progress: Progress | None = None,
+                  predictor=None) -> BatchResult:
     """Segment and measure many scans with one bundle.
 
     Args:
@@ -522,6 +524,10 @@ def predict_batch(inputs: Sequence[str | os.PathLike], model: str | os.PathLike 
         config: slices, heights, outputs, shard, overwrite, runtime and post-processing
             (:class:`PredictConfig`; default: every slice, the default outputs).
         progress: called with a :class:`CaseEvent` after every input.
+        predictor: what segments each input instead of the bundle's model: anything with the
+            :class:`~kerasmuscle.predict.Predictor` interface, such as
+            :class:`~kerasmuscle.predict.masks.MaskPredictor` (the user's own label file; ``kerasmuscle
+            measure``). ``model`` is then not used.
 
     A case folder that exists already is skipped when its recorded settings (:func:`case_settings`) are
     those asked for now, refused (in ``BatchResult.refused``) when they differ, and redone when
@@ -551,8 +557,9 @@ def predict_batch(inputs: Sequence[str | os.PathLike], model: str | os.PathLike 
         facts = read_sex_weight(config.heights)
     out = Path(out)
     check_output_folder(out, inputs)
-    predictor = Predictor.from_bundle(model, config.backend, precision=config.precision, threads=config.threads,
-                                      hu_range=config.hu_range)
+    if predictor is None:
+        predictor = Predictor.from_bundle(model, config.backend, precision=config.precision,
+                                          threads=config.threads, hu_range=config.hu_range)
     batch = _Batch(predictor, config, formats, table, _sha256(config.heights) if config.heights else None, facts)
     items, repeated = select_inputs(inputs, config.shard)
     out.mkdir(parents=True, exist_ok=True)
