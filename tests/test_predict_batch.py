@@ -60,16 +60,17 @@ def test_predict_config_holds_typed_values_and_round_trips():
 
 
 def test_the_output_registry_drives_formats_and_help():
-    assert OUTPUT_FORMATS == ("nifti", "npz", "seg", "png", "level", "csv", "json")
-    assert DEFAULT_FORMATS == ("nifti", "seg", "png", "level", "csv", "json")
-    assert OUTPUTS["seg"].dicom_only and OUTPUTS["seg"].extra == "dicom" and OUTPUTS["seg"].module == "highdicom"
-    assert not any(f.dicom_only for f in FORMATS if f.name != "seg")
+    assert OUTPUT_FORMATS == ("nifti", "npz", "seg", "sr", "png", "level", "csv", "json")
+    assert DEFAULT_FORMATS == ("nifti", "seg", "sr", "png", "level", "csv", "json")
+    for name in ("seg", "sr"):
+        assert OUTPUTS[name].dicom_only and OUTPUTS[name].extra == "dicom" and OUTPUTS[name].module == "highdicom"
+    assert not any(f.dicom_only for f in FORMATS if f.name not in ("seg", "sr"))
     assert [f.name for f in FORMATS if f.level_only] == ["level"]
     help_text = format_help()
     for fmt in FORMATS:
         assert fmt.name in help_text and fmt.filename in help_text and fmt.description in help_text
     assert parse_formats(" CSV, png,csv ") == ("csv", "png") and parse_formats(None) is None
-    with pytest.raises(ValueError, match="formats are nifti, npz, seg"):
+    with pytest.raises(ValueError, match="formats are nifti, npz, seg, sr"):
         parse_formats("nifti,dicomsr")
     assert choose_formats(("png",)) == ("png", "json")  # the record always comes with a case
     result = CliRunner().invoke(cli, ["predict", "--help"])

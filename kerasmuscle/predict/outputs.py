@@ -115,6 +115,15 @@ def _write_seg(path: Path, case: CaseOutputs) -> None:
               algorithm_name="kerasmuscle U-Net", omit_empty_frames=bool(p.labels.any()))
 
 
+def _write_sr(path: Path, case: CaseOutputs) -> None:
+    from kerasmuscle.io.sr import write_sr
+
+    p = case.prediction
+    level = (case.record.get("level") or {}).get("method")
+    write_sr(path, p.scan, case.case_row, [int(i) for i in p.slices], seg_path=path.parent / OUTPUTS["seg"].filename,
+             level_method=level, model_name=str(p.model.get("bundle", "kerasmuscle")))
+
+
 def _write_png(path: Path, case: CaseOutputs) -> None:
     from kerasmuscle.report.overlay import qc_picture
     from kerasmuscle.report import save_png
@@ -171,6 +180,8 @@ FORMATS: tuple[OutputFormat, ...] = (
     OutputFormat("npz", "labels.npz", "the label map as NPZ with its geometry", _write_npz, default=False),
     OutputFormat("seg", "seg.dcm", "a DICOM SEG that references the source images (DICOM inputs)", _write_seg,
                  dicom_only=True, extra="dicom", module="highdicom"),
+    OutputFormat("sr", "sr.dcm", "a DICOM SR (TID 1500 Measurement Report) of the measurements, referencing the "
+                 "images and the SEG (DICOM inputs)", _write_sr, dicom_only=True, extra="dicom", module="highdicom"),
     OutputFormat("png", "overlay.png", "an overlay of the slices with most muscle, for quality control",
                  _write_png),
     OutputFormat("level", "level.png", "the level picture: sagittal and coronal reformats with every vertebra "
