@@ -737,6 +737,43 @@ def measure(scan: Path, mask: Path, out: Path, slices: str | None, height: float
     _report_batch(out, result, heights)
 
 
+@cli.command()
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--model", "bundle", type=click.Path(path_type=Path),
+              help="The bundle to check [default: the shipped model].")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder: metrics.csv, table.md/csv, agreement.md/csv, violin.png, bland_altman.png.")
+@click.option("--backend", type=click.Choice(["onnx", "tflite"]), default="onnx", show_default=True)
+@click.option("--precision", type=click.Choice(["float32", "int8", "float16", "fastest"]), default="float32",
+              show_default=True)
+@click.option("--threads", type=click.IntRange(1), help="CPU threads for the model [default: one per core].")
+def validate(dataset: Path, bundle: Path | None, out: Path, backend: str, precision: str, threads: int | None) -> None:
+    """Check a model on your own labelled scans before trusting it: the model runs on the labelled slices of
+    every case of DATASET (any layout train accepts) and is scored against the labels: Table I (Dice, Hamming,
+    Jaccard per group), the agreement of areas and mean HU per group with the reference (mean difference,
+    95 % limits of agreement, ICC) and Bland-Altman plots. Runs without TensorFlow.
+
+    Exit code 0: every case scored; 1: a case failed (the others are scored).
+
+    Example:
+
+        kerasmuscle validate my_labelled_scans --out validation
+    """
+    from kerasmuscle.predict.validate import validate as run_validation
+
+    result = run_validation(dataset, out, model=bundle, backend=backend, precision=precision, threads=threads,
+                            log=click.echo)
+    table = (out / "table.md").read_text(encoding="utf-8")
+    click.echo(table.rstrip())
+    click.echo((out / "agreement.md").read_text(encoding="utf-8").rstrip())
+    click.echo(f"{out}: {len({r['case_id'] for r in result.rows})} case(s) scored, {len(result.failed)} failed; "
+               f"wrote {', '.join(p.name for p in result.written)}")
+    for source, message in result.failed:
+        click.echo(f"failed: {source}: {message}", err=True)
+    if result.failed:
+        raise SystemExit(1)
+
+
 # --------------------------------------------------------------------------------------------------
 # demo
 
