@@ -774,6 +774,26 @@ def validate(dataset: Path, bundle: Path | None, out: Path, backend: str, precis
         raise SystemExit(1)
 
 
+@cli.command()
+@click.argument("results", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "path", type=click.Path(dir_okay=False, path_type=Path),
+              help="The HTML file [default: RESULTS/report.html].")
+def report(results: Path, path: Path | None) -> None:
+    """Write one self-contained report.html for a results folder of predict or measure: a sortable,
+    filterable table of every case (needs-review cases first), thumbnails of every overlay and level
+    picture that open full size, and cohort plots (SMI by sex with the cut-off lines, muscle HU, areas per
+    group). No network and no external scripts: open it anywhere.
+
+    Example:
+
+        kerasmuscle predict scans/* --out results && kerasmuscle report results
+    """
+    from kerasmuscle.report.cohort import write_report
+
+    written = write_report(results, path)
+    click.echo(f"{written}: cohort report written")
+
+
 # --------------------------------------------------------------------------------------------------
 # demo
 
