@@ -72,3 +72,15 @@ def test_sr_reads_back_with_highdicom_and_references_seg_and_images(case):
     assert seg.SOPInstanceUID in evidence and len(evidence) == 4   # three CT slices and the SEG
     site = groups[0].finding_sites[0]
     assert site.value.CodeMeaning == "L3 vertebra"    # the slices were the user's own L3 choice
+
+
+def test_sr_of_a_real_series_with_an_empty_character_set(dcmqi_dir, tiny_bundle, tmp_path):
+    """dcmqi's three CT slices carry an empty Specific Character Set, which highdicom refuses to copy: the SR
+    (like the SEG) is written without it and passes dciodvfy."""
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["predict", str(dcmqi_dir), "--model", str(tiny_bundle), "--out", str(out),
+                                      "--format", "seg,sr"])
+    assert result.exit_code == 0, result.output
+    (sr,) = out.glob("*/sr.dcm")
+    run = subprocess.run([dciodvfy_or_skip(), str(sr)], capture_output=True, text=True)
+    assert "Error" not in run.stdout + run.stderr

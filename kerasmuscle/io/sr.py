@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -71,7 +72,9 @@ def build_sr(scan, case_row: Mapping[str, Any], slices: Sequence[int], *, seg=No
 
     if scan.dicom is None:
         raise ValueError("a DICOM SR needs a scan read from DICOM (its source images)")
-    headers = [scan.dicom.headers[int(i)] for i in slices]
+    from kerasmuscle.io.seg import _without_empty_charset
+
+    headers = [_without_empty_charset(scan.dicom.headers[int(i)]) for i in slices]
     sources = [hd.sr.SourceImageForMeasurementGroup.from_source_image(h) for h in headers]
     at_l3 = [hd.sr.FindingSite(codes.SCT.L3Vertebra)] if level_method in L3_METHODS else None
     cm2, hu = codes.UCUM.SquareCentimeter, codes.UCUM.HounsfieldUnit
@@ -138,7 +141,12 @@ def write_sr(path: str | os.PathLike, scan, case_row: Mapping[str, Any], slices:
     import pydicom
 
     seg = pydicom.dcmread(os.fspath(seg_path)) if seg_path is not None and os.path.isfile(seg_path) else None
-    build_sr(scan, case_row, slices, seg=seg, level_method=level_method, model_name=model_name).save_as(os.fspath(path))
+    with warnings.catch_warnings():
+        # highdicom warns about a one-component PatientName copied from the source images ("Pancreas-CT-CB_001"):
+        # it is the archive's value, kept as it is
+        warnings.filterwarnings("ignore", message="The string .* is unlikely to represent", category=UserWarning)
+        sr = build_sr(scan, case_row, slices, seg=seg, level_method=level_method, model_name=model_name)
+    sr.save_as(os.fspath(path))
 
 
 def read_sr_values(path: str | os.PathLike) -> list[dict[str, Any]]:

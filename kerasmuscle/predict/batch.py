@@ -464,6 +464,11 @@ class _Batch:
             slice_rows, case_row = measure_case(prediction.scan, prediction.labels,
                                                 [int(i) for i in prediction.slices], height_m=height[0])
             cutoffs = self._cutoffs(keys, prediction.scan, height[0], case_row)
+            if cutoffs is not None:
+                from kerasmuscle.core.cutoffs import CLASSES
+
+                notes += [f"{klass} not classified ({cutoffs['cutoffs']}): {cutoffs[klass + '_rule']}"
+                          for klass in CLASSES if cutoffs[klass] is None and " defines no " not in cutoffs[klass + "_rule"]]
             review = review_case(prediction.scan, prediction.labels, prediction.slices, case_row,
                                  raw_labels=prediction.raw_labels, midlines=[r["midline_col"] for r in slice_rows],
                                  level=prediction.level)
