@@ -784,13 +784,16 @@ def report(results: Path, path: Path | None) -> None:
     picture that open full size, and cohort plots (SMI by sex with the cut-off lines, muscle HU, areas per
     group). No network and no external scripts: open it anywhere.
 
+    Run it on the --out folder of kerasmuscle predict or measure.
+
     Example:
 
-        kerasmuscle predict scans/* --out results && kerasmuscle report results
+        kerasmuscle report results
     """
+    from kerasmuscle.predict.batch import finished_records
     from kerasmuscle.report.cohort import write_report
 
-    written = write_report(results, path)
+    written = write_report(results, finished_records(results), path)
     click.echo(f"{written}: cohort report written")
 
 

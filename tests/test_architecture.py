@@ -21,7 +21,7 @@ ALLOWED: dict[str, set[str] | None] = {
     "model": BASE | {"model"},
     "training": BASE | {"bundle", "io", "core", "report", "data", "model", "training"},
     "export": BASE | {"bundle", "io", "core", "report", "data", "model", "predict", "export"},
-    "predict": BASE | {"bundle", "io", "core", "report", "predict"},
+    "predict": BASE | {"bundle", "io", "core", "report", "data", "predict"},  # data: dataset layouts (validate)
     "cli": None, "demo": None, "recipe": None, "__main__": None,
 }
 #: Never imported at module level by the predictor side.

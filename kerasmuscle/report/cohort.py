@@ -183,18 +183,17 @@ if(location.hash==='#selftest'){window.addEventListener('load',function(){
 """
 
 
-def build_report(out: str | os.PathLike) -> str:
-    """The HTML text of the cohort report of the results folder ``out``.
+def build_report(out: str | os.PathLike, records: list[dict[str, Any]]) -> str:
+    """The HTML text of the cohort report of the results folder ``out`` from its finished case ``records``
+    (:func:`kerasmuscle.predict.batch.finished_records`; the pictures are read from the case folders).
 
     Raises:
-        KerasMuscleError: no finished case in ``out``.
+        KerasMuscleError: no finished case.
     """
     from kerasmuscle import __version__
     from kerasmuscle.errors import KerasMuscleError
-    from kerasmuscle.predict.batch import finished_records
 
     out = Path(out)
-    records = finished_records(out)
     if not records:
         raise KerasMuscleError(f"{out}: no finished case (no <case>/measurements.json); run kerasmuscle predict first")
     rows = sorted((_case_row(out, r) for r in records), key=lambda r: (not r["needs_review"], r["case"]))
@@ -245,12 +244,12 @@ def build_report(out: str | os.PathLike) -> str:
             f'<script>{_JS}</script></body></html>')
 
 
-def write_report(out: str | os.PathLike, path: str | os.PathLike | None = None) -> Path:
-    """Write :func:`build_report` of ``out`` to ``path`` (default ``out/report.html``); returns the path."""
+def write_report(out: str | os.PathLike, records: list[dict[str, Any]], path: str | os.PathLike | None = None) -> Path:
+    """Write :func:`build_report` to ``path`` (default ``out/report.html``); returns the path."""
     from kerasmuscle.fileutil import atomic_write_text
 
     target = Path(path) if path is not None else Path(out) / REPORT_FILE
-    atomic_write_text(target, build_report(out))
+    atomic_write_text(target, build_report(out, records))
     return target
 
 
