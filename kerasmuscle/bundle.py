@@ -66,8 +66,9 @@ class BundleError(ReadError):
 
 
 #: The model ``kerasmuscle predict`` and :meth:`~kerasmuscle.predict.Predictor.from_bundle` use when none is
-#: named: trained on synthetic anatomy alone (see ``exports/l3-synth-v1/README.md``).
-SHIPPED_MODEL = "l3-synth-v1"
+#: named: trained on synthetic anatomy alone (see ``exports/l3-synth-v2/README.md``; it was fine-tuned from
+#: ``exports/l3-synth-v1``, which stays as its parent).
+SHIPPED_MODEL = "l3-synth-v2"
 #: An environment variable naming another default bundle folder.
 MODEL_ENV = "KERASMUSCLE_MODEL"
 

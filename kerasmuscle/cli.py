@@ -575,7 +575,7 @@ from kerasmuscle.core.cutoffs import definitions as _cutoff_names  # noqa: E402 
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--model", "bundle", type=click.Path(path_type=Path),
-              help="The bundle folder from kerasmuscle export [default: the shipped model l3-synth-v1, trained on "
+              help="The bundle folder from kerasmuscle export [default: the shipped model l3-synth-v2, trained on "
                    "synthetic anatomy alone].")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder: OUT/<case>/ per input, plus OUT/measurements.csv and OUT/slices.csv.")

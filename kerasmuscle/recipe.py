@@ -45,6 +45,8 @@ class Recipe(Config):
         min_agreement: the smallest per-muscle Dice between the int8 and float32 labels on held-out
             synthetic slices for int8 to ship (the export's default,
             :data:`kerasmuscle.export.writer.MIN_AGREEMENT`, unless the model card says why not).
+        tolerance: the largest max-abs probability difference allowed between the float32 ONNX model and
+            Keras (the export's default, 1e-4, unless the model card says why not).
     """
 
     name: str = "model"
@@ -55,12 +57,15 @@ class Recipe(Config):
     fold: int = 0
     formats: tuple[str, ...] = ("onnx",)
     min_agreement: float = 0.99
+    tolerance: float = 1e-4   # kerasmuscle.export.parity.TOLERANCE (tests/test_recipe.py checks they agree)
 
     def __post_init__(self) -> None:
         if self.samples < self.train.folds:
             raise ConfigError(f"samples ({self.samples}) must be at least train.folds ({self.train.folds})")
         if not 0 <= self.fold < self.train.folds:
             raise ConfigError(f"fold must be within 0..{self.train.folds - 1}, got {self.fold}")
+        if not self.tolerance > 0:
+            raise ConfigError(f"tolerance must be positive, got {self.tolerance}")
         if self.synth.slices != 1 and self.synth.slices < self.train.preprocess.channels:
             raise ConfigError(f"synth.slices ({self.synth.slices}) is fewer than the network's input channels "
                               f"({self.train.preprocess.channels})")
@@ -142,7 +147,7 @@ def run_recipe(recipe: Recipe | str | os.PathLike, out: str | os.PathLike, *, wo
     # The recipe goes in last, so a bundle without it is one whose export was cut short: it is redone.
     if not (bundle / RECIPE).is_file():
         export_bundle(run, bundle, formats=recipe.formats, fold=recipe.fold, min_agreement=recipe.min_agreement,
-                      overwrite=True, log=log)
+                      tolerance=recipe.tolerance, overwrite=True, log=log)
         shutil.copyfile(out / RECIPE, bundle / RECIPE)
         write_checksums(bundle)
     return bundle

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -99,7 +100,7 @@ def test_every_recipe_in_the_repository_names_a_parent_that_ships():
     from kerasmuscle.recipe import _resolve_parent
 
     files = sorted((ROOT / "exports").glob(f"*/{RECIPE}")) + sorted((ROOT / "recipes").glob("*.json"))
-    assert any(p.parent.name == "recipes" for p in files)
+    assert len(files) >= 2
     parents = 0
     for path in files:
         recipe = load_recipe(path)
@@ -109,3 +110,14 @@ def test_every_recipe_in_the_repository_names_a_parent_that_ships():
             assert not parent.startswith("/"), f"{path}: its parent must be named relative to it"
             assert verify(_resolve_parent(recipe, path.parent).init_weights)["model.keras"]
     assert parents
+
+
+def test_recipe_export_tolerance_defaults_to_the_exports():
+    from kerasmuscle.export.parity import TOLERANCE
+    from kerasmuscle.recipe import Recipe, load_recipe
+
+    assert Recipe().tolerance == TOLERANCE
+    v2 = load_recipe(Path(__file__).resolve().parents[1] / "exports" / "l3-synth-v2")
+    assert v2.tolerance == 2e-4
+    with pytest.raises(ConfigError, match="tolerance must be positive"):
+        Recipe(tolerance=0.0)

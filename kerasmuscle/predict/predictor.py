@@ -112,7 +112,7 @@ class Predictor:
 
         Args:
             path: the bundle folder; None: the shipped model (:func:`kerasmuscle.bundle.default_bundle`,
-                ``exports/l3-synth-v1``, trained on synthetic anatomy alone).
+                ``exports/l3-synth-v2``, trained on synthetic anatomy alone).
             backend: ``"onnx"`` (ONNX Runtime) or ``"tflite"`` (LiteRT: ``pip install 'kerasmuscle[litert]'``).
             precision: ``"float32"``; ``"int8"`` (onnx, tflite) or ``"float16"`` (tflite) when the bundle
                 ships that variant; ``"fastest"`` picks int8 when shipped, then float16, else float32.
