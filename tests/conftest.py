@@ -97,14 +97,27 @@ def cohort(tmp_path_factory) -> Path:
     return out
 
 
+def _tool_or_skip(names: tuple[str, ...], required_by: str, what: str) -> str:
+    """The path of the first of ``names`` on PATH; fail when ``$required_by`` is 1 (as ``.ci/run`` sets it),
+    else skip saying ``what`` is missing."""
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    if os.environ.get(required_by) == "1":
+        pytest.fail(f"{what} is required here but not installed")
+    pytest.skip(f"{what} is not installed")
+
+
 def dciodvfy_or_skip() -> str:
     """The path of dicom3tools' dciodvfy; CI (KERASMUSCLE_REQUIRE_DCIODVFY=1) must have it."""
-    found = shutil.which("dciodvfy")
-    if found:
-        return found
-    if os.environ.get("KERASMUSCLE_REQUIRE_DCIODVFY") == "1":
-        pytest.fail("dciodvfy (Debian package dicom3tools) is required here but not installed")
-    pytest.skip("dciodvfy (Debian package dicom3tools) is not installed")
+    return _tool_or_skip(("dciodvfy",), "KERASMUSCLE_REQUIRE_DCIODVFY", "dciodvfy (Debian package dicom3tools)")
+
+
+def browser_or_skip() -> str:
+    """The path of a headless-capable Chromium; CI (KERASMUSCLE_REQUIRE_BROWSER=1) must have it."""
+    return _tool_or_skip(("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"),
+                         "KERASMUSCLE_REQUIRE_BROWSER", "a headless browser (Debian package chromium)")
 
 
 @pytest.fixture(scope="session")

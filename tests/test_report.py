@@ -4,27 +4,15 @@ real headless browser (Chromium): the page loads, the table sorts, every image l
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from conftest import dicom_case
+from conftest import browser_or_skip, dicom_case
 from kerasmuscle.cli import cli
-
-
-def chromium_or_skip() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        found = shutil.which(name)
-        if found:
-            return found
-    if os.environ.get("KERASMUSCLE_REQUIRE_BROWSER") == "1":
-        pytest.fail("a headless browser (Debian package chromium) is required here but not installed")
-    pytest.skip("no headless browser: install Chromium (Debian package chromium) to run this check")
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +43,7 @@ def test_report_is_self_contained(results):
 
 
 def test_report_sorts_and_loads_images_in_a_real_browser(results, tmp_path):
-    browser = chromium_or_skip()
+    browser = browser_or_skip()
     page = (results / "report.html").resolve().as_uri()
     common = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
     dom = subprocess.run([*common, "--virtual-time-budget=5000", "--dump-dom", page + "#selftest"],

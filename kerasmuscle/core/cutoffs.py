@@ -95,6 +95,15 @@ def _number(path: Path, line: int, column: str, text: str) -> float | None:
     return value
 
 
+def _csv_rows(path: Path, what: str) -> list[list[str]]:
+    """Every row of a CSV file (UTF-8, a BOM allowed), or a ReadError naming the file."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            return list(csv.reader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ReadError(path, f"cannot read the {what}: {exc}") from exc
+
+
 def read_table(path: str | os.PathLike = TABLE) -> dict[str, list[Rule]]:
     """Read a cut-off table (the columns of ``cutoffs.csv``): definition name -> its rules.
 
@@ -103,11 +112,7 @@ def read_table(path: str | os.PathLike = TABLE) -> dict[str, list[Rule]]:
             measure or sex, a missing threshold, or two rules of one class that both apply to one patient).
     """
     path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.reader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ReadError(path, f"cannot read the cut-off table: {exc}") from exc
+    rows = _csv_rows(path, "cut-off table")
     if not rows:
         raise ReadError(path, "the cut-off table is empty (expected a header line)")
     header = [h.strip().lower() for h in rows[0]]
@@ -251,25 +256,21 @@ def read_sex_weight(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     from kerasmuscle.core.measure import _ID_COLUMNS
 
     path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.reader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ReadError(path, f"cannot read the height table: {exc}") from exc
+    rows = _csv_rows(path, "height table")
     if not rows:
         return {}
     header = [h.strip().lower() for h in rows[0]]
     id_col = next((c for c in _ID_COLUMNS if c in header), None)
     if id_col is None or not ({SEX_COLUMN, WEIGHT_COLUMN} & set(header)):
         return {}
-    i_id = header.index(id_col)
+    at = {c: header.index(c) for c in (id_col, SEX_COLUMN, WEIGHT_COLUMN) if c in header}
     out: dict[str, dict[str, Any]] = {}
     for line, cells in enumerate(rows[1:], start=2):
-        cell = lambda c: cells[header.index(c)].strip() if c in header and header.index(c) < len(cells) else ""  # noqa: E731
-        key = cells[i_id].strip() if i_id < len(cells) else ""
+        cell = {c: (cells[i].strip() if i < len(cells) else "") for c, i in at.items()}
+        key = cell[id_col]
         if not key:
             continue
-        sex_text, weight_text = cell(SEX_COLUMN), cell(WEIGHT_COLUMN)
+        sex_text, weight_text = cell.get(SEX_COLUMN, ""), cell.get(WEIGHT_COLUMN, "")
         sex = normalise_sex(sex_text)
         if sex_text and sex is None and sex_text.upper() not in ("O", "U", "UNKNOWN"):
             raise ReadError(path, f"line {line}: column sex: {sex_text!r} is not M, F, male or female (or empty)")

@@ -463,12 +463,8 @@ class _Batch:
             notes = [self._height_note(keys, height)] if self.table is not None and height[1] != "csv" else []
             slice_rows, case_row = measure_case(prediction.scan, prediction.labels,
                                                 [int(i) for i in prediction.slices], height_m=height[0])
-            cutoffs = self._cutoffs(keys, prediction.scan, height[0], case_row)
-            if cutoffs is not None:
-                from kerasmuscle.core.cutoffs import CLASSES
-
-                notes += [f"{klass} not classified ({cutoffs['cutoffs']}): {cutoffs[klass + '_rule']}"
-                          for klass in CLASSES if cutoffs[klass] is None and " defines no " not in cutoffs[klass + "_rule"]]
+            cutoffs, unclassified = self._cutoffs(keys, prediction.scan, height[0], case_row)
+            notes += unclassified
             review = review_case(prediction.scan, prediction.labels, prediction.slices, case_row,
                                  raw_labels=prediction.raw_labels, midlines=[r["midline_col"] for r in slice_rows],
                                  level=prediction.level)
@@ -495,13 +491,17 @@ class _Batch:
         return "done", "; ".join(notes)
 
     def _cutoffs(self, keys: Sequence[str], scan, height_m: float | None, case_row: dict[str, Any]
-                 ) -> dict[str, Any] | None:
+                 ) -> tuple[dict[str, Any] | None, list[str]]:
+        """The cut-off classes of a case (None without ``--cutoffs``), and a note per class an input was missing for."""
         if self.config.cutoffs is None:
-            return None
-        from kerasmuscle.core.cutoffs import classify, patient_facts
+            return None, []
+        from kerasmuscle.core.cutoffs import CLASSES, classify, patient_facts
 
         sex, bmi, sources = patient_facts(list(keys), self.facts, scan, height_m)
-        return classify(self.config.cutoffs, case_row, sex=sex, bmi=bmi, sources=sources)
+        out = classify(self.config.cutoffs, case_row, sex=sex, bmi=bmi, sources=sources)
+        notes = [f"{klass} not classified ({out['cutoffs']}): {out[klass + '_rule']}" for klass in CLASSES
+                 if out[klass] is None and " defines no " not in out[klass + "_rule"]]
+        return out, notes
 
     def _height_note(self, keys: Sequence[str], height: tuple[float | None, str]) -> str:
         table = Path(self.config.heights or "").name

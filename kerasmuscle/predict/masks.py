@@ -17,16 +17,19 @@ import numpy as np
 
 from kerasmuscle.core.slices import SliceSelection
 from kerasmuscle.errors import ReadError
-from kerasmuscle.labels import LABELS
+from kerasmuscle.labels import LABELS, label
 
 
 def _label_values(names: dict[int, str]) -> dict[int, int]:
-    """DICOM SEG segment number -> kerasmuscle label value, by the segment's label (name, key or short name)."""
-    by_name = {}
-    for lab in LABELS[1:]:
-        for word in (lab.name, lab.key, lab.short, lab.key.replace("_", " ")):
-            by_name[word.strip().lower()] = lab.id
-    return {number: by_name.get(str(name).strip().lower(), -1) for number, name in names.items()}
+    """DICOM SEG segment number -> kerasmuscle label value by the segment's label (:func:`kerasmuscle.labels.label`:
+    key, name or Table I name); -1 for a label that names no muscle group."""
+    out = {}
+    for number, name in names.items():
+        try:
+            out[number] = label(str(name)).id or -1
+        except KeyError:
+            out[number] = -1
+    return out
 
 
 def muscle_labels(path: str, array: np.ndarray, names: dict[int, str]) -> np.ndarray:

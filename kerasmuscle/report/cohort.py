@@ -47,7 +47,7 @@ def _case_row(out: Path, rec: dict[str, Any]) -> dict[str, Any]:
     level = rec.get("level") or {}
     l3 = level.get("l3") or {}
     cut = rec.get("cutoffs") or {}
-    sex = cut.get("sex") or ((rec.get("scan") or {}).get("patient_sex"))
+    sex = cut.get("sex")
     pictures = {}
     for filename, key in _PICTURES:
         path = out / rec["case"] / filename
