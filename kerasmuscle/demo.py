@@ -271,7 +271,7 @@ def describe(summary: dict[str, Any]) -> str:
         + ("; reused" if summary.get("bundle_reused") else "") + ")",
         f"  predictions           {predictions}/synthetic/measurements.csv and slices.csv "
         f"({summary['synthetic_predicted']} held-out cases; per case {predictions}/synthetic/<case>/: "
-        "overlay.png, labels.nii.gz, seg.dcm, slices.csv, measurements.json)",
+        "overlay.png, labels.nii.gz, seg.dcm, sr.dcm, slices.csv, measurements.json)",
     ]
     if "dicom_predicted" in summary:
         lines.append(f"  your DICOM series     {predictions}/dicom/measurements.csv (and {predictions}/dicom/<case>/)")
