@@ -132,3 +132,45 @@ def test_disc_profile_with_a_missing_value_keeps_the_chain():
     discs, _ = _find_discs(z, profile, min_contrast=25, vertebra_mm=VERTEBRA_MM)
     assert len(discs) >= 6, discs
     assert np.all(np.abs(np.diff(discs) - 30) < 3), discs
+
+
+def test_disc_chain_bridges_one_missed_disc():
+    """A disc the profile does not show (the column lost for a vertebra) is inferred halfway when the gap is
+    twice its neighbours'; without that the chain breaks there and keeps only the longer half."""
+    from kerasmuscle.core.level import VERTEBRA_MM, _find_discs
+
+    z = np.arange(0, 330, 2.0)
+    profile = 250.0 - 150.0 * (np.abs((z + 15) % 30 - 15) < 3)   # a disc every 30 mm: 0, 30, ..., 330
+    profile[(z > 140) & (z < 160)] = 250.0                        # the disc at 150 mm does not show
+    discs, contrast = _find_discs(z, profile, min_contrast=25, vertebra_mm=VERTEBRA_MM)
+    assert np.all(np.abs(np.diff(discs) - 30) < 3), discs
+    assert any(abs(d - 150) < 3 for d in discs), discs
+    inferred = [d for d, c in zip(discs, contrast) if c == 0]
+    assert len(inferred) == 1 and abs(inferred[0] - 150) < 3
+
+
+def test_hole_fill_fills_an_osteoporotic_body_not_the_canal():
+    """The inside of a cortical ring crossing the column is filled however wide the body, when it is denser
+    than fat and larger than the spinal canal (or dense); the canal, fat and what does not cross the
+    column stay as they are."""
+    from kerasmuscle.core.level import _fill_holes
+
+    values = np.full((1, 40, 60), -100.0)
+    mask = np.zeros((1, 40, 60), bool)
+    yy, xx = np.mgrid[:40, :60]
+    body = ((xx - 30) / 16.0) ** 2 + ((yy - 14) / 10.0) ** 2
+    mask[0] = (body <= 1) & (body > 0.7)                 # a 32 x 20 pixel cortical ring on column 30
+    values[0][body <= 0.7] = 50.0                        # osteoporotic inside: 50 HU
+    canal = ((xx - 30) / 4.0) ** 2 + ((yy - 30) / 3.0) ** 2
+    mask[0] |= (canal <= 1.6) & (canal > 1)              # the canal's bony ring behind it
+    values[0][canal <= 1] = 10.0
+    side = ((xx - 52) / 3.0) ** 2 + ((yy - 14) / 3.0) ** 2
+    mask[0] |= (side <= 1.8) & (side > 1)                # a ring off the column
+    values[0][side <= 1] = 70.0
+    out = _fill_holes(mask, values, np.array([30]), 28, (40, 2000), (25.0, 60.0))
+    assert out[0][body <= 0.7].all()
+    assert not out[0][canal <= 1].any()
+    assert not out[0][side <= 1].any()
+    fat = values.copy()
+    fat[0][body <= 0.7] = -80.0                          # a ring around fat is not a vertebral body
+    assert not _fill_holes(mask, fat, np.array([30]), 28, (40, 2000), (25.0, 60.0))[0][body <= 0.7].any()

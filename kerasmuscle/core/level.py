@@ -10,7 +10,11 @@ The method, step by step:
    right (body, pedicles, laminae, transverse processes, ribs and pelvis are; a contrast-filled aorta beside
    the body, which may hold more bone by HU in its own column, is not), smoothed along z.
 2. **Vertebral body.** Bone-like pixels (``cancellous_hu .. 800`` HU) are taken, with the low-HU inside
-   of a cortical ring filled in (osteoporotic bodies can be ~30 HU inside). At the spine's column every
+   of a cortical ring filled in (osteoporotic bodies can be ~30 HU inside): where the ring lies within
+   ``RING_MM`` on all four sides, and wherever a hole enclosed by pixels above ``cancellous_hu`` crosses
+   the column, is no larger than ``HOLE_CM2[1]``, averages above ``HOLE_HU[0]`` (not fat) and is larger
+   than the spinal canal (``HOLE_CM2[0]``) or denser than it (``HOLE_HU[1]``) (:func:`_fill_holes`; a
+   wide body's inside lies too far from its lateral cortex for the four-sided test). At the spine's column every
    row of the slice is given the width of the run of such pixels that crosses the column, averaged
    over 30 mm along z so that discs are bridged. The body (and disc) column is the chain of rows, one
    per slice, lying in the deepest (front-to-back) run of rows at least ``WIDE_MM`` wide that holds
@@ -32,16 +36,20 @@ The method, step by step:
    below the brightest value ``DISC_NEAR_MM`` above *and* below it is a candidate (the window is short so
    that the broad low inside of an osteoporotic body between its two endplates does not count); a
    dynamic programme keeps the most regular chain of candidates, neighbouring discs ``vertebra_mm``
-   apart with similar spacing. The intervals between chosen discs are vertebrae.
+   apart with similar spacing, or twice that with one disc missed in between (inferred halfway at a cost
+   of ``MISSED_DISC_COST``, so that one vertebra where the column was lost does not break the chain).
+   The intervals between chosen discs are vertebrae.
 4. **Naming from the sacrum.** Slices where bone runs, with gaps of at most 5 mm, from the spine to at
    least ``sacrum_mm`` on both sides (the sacral alae fused with the iliac bones) are sacral; the lowest
    such region (short gaps bridged), beginning within ``SACRUM_START_MM`` of the bottom of the column and
    running on for at least ``SACRUM_MIN_MM``, is the sacrum (shorter runs below it, such as a few slices
    of the iliac bones beside the lower sacrum, are passed over); the disc nearest its top is L5/S1, and
-   vertebrae are counted upwards from it. When the vertebra so counted as L5 is joined to the pelvis on one side only (the
-   other side reaching less than ``TRANSITIONAL_OTHER`` of ``sacrum_mm``) in at least
-   ``TRANSITIONAL_SHARE`` of its slices, it is a transitional vertebra (flag ``transitional_vertebra``,
-   confidence x 0.6).
+   vertebrae are counted upwards from it. When no disc lies within 20 mm of the sacrum's top but the
+   lowest disc lies one vertebra above it (a height like the next one's), the L5/S1 disc is taken to lie
+   3 mm above the sacrum's top. When the vertebra so counted as L5 is joined to the pelvis on one side only (the
+   other side reaching less than ``TRANSITIONAL_OTHER`` of ``sacrum_mm``), or on both sides (the sacral
+   region's top lying inside it, more than 3 mm above the L5/S1 disc), in at least
+   ``TRANSITIONAL_SHARE`` of its slices (of its height), it is a transitional vertebra (flag ``transitional_vertebra``, confidence x 0.6).
 5. **Naming from the ribs.** Along each row of the back half of the vertebral body (from 2 mm in front
    of its centre to 10 mm behind), outwards from the body's middle, the body's own run of bone-like
    pixels is skipped; bone ``> bone_hu`` beyond a gap of soft tissue, within ``rib_lateral_mm`` of the
@@ -49,8 +57,9 @@ The method, step by step:
    costovertebral joint (the lumbar transverse processes lie further back, kidneys and descending rib
    shafts further out). A slice has a rib head on a side when at least ``RIB_MM2`` of such bone lies
    there; a vertebra bears ribs when ``RIB_SHARE`` of the slices of its upper part (from 30 % of its
-   height to 2 mm above it) have one. The lowest rib-bearing vertebra with rib-bearing vertebrae above
-   it (one miss allowed) and two rib-free ones below is T12, and vertebrae are counted downwards from
+   height to 2 mm above it) have one. The lowest rib-bearing vertebra with a rib-bearing vertebra
+   directly above it (T11), rib-bearing vertebrae further up (one miss allowed) and two rib-free ones
+   below is T12, and vertebrae are counted downwards from
    it. When both counts exist and disagree the result says so (flag ``counts_disagree``), keeps both
    candidates in the evidence, follows the sacrum count and lowers the confidence. The rib count is
    still the weak part: on the real scans checked so far it does not fire (the sacrum count alone names
@@ -91,8 +100,11 @@ SACRUM_START_MM = 100.0
 SACRUM_MIN_MM = 12.0
 #: Bone beside the back half of the vertebral body, this far (mm) beyond its lateral edge, is a rib head.
 RIB_LATERAL_MM = (1.5, 15.0)
+#: Rib heads are looked for in the rows from 2 mm in front of the body's centre to this far (mm) behind it
+#: (a lumbar transverse process, behind the body's back wall, is not a rib head).
+RIB_BEHIND_MM = 10.0
 #: A slice has a rib head on a side when at least this much bone (mm^2) lies there.
-RIB_MM2 = 10.0
+RIB_MM2 = 20.0
 #: A vertebra bears ribs when a rib head lies beside this share of the slices of its upper part.
 RIB_SHARE = 0.25
 #: L5 is transitional when joined to the pelvis (``sacrum_mm``) on one side, the other side reaching less
@@ -122,6 +134,12 @@ DEEP_COST = 0.5
 MOVES_MM = (6.0, 3.0)
 #: ... the low-HU inside of a cortical ring is filled when the ring lies within this (mm) on all four sides.
 RING_MM = 20.0
+#: ... and so are holes in the bone-like pixels within this (mm) of the column (see :func:`_fill_holes`):
+#: of at most the larger area (cm^2), at least the lower mean HU, and at least the smaller area or the
+#: higher mean HU (a vertebral body's inside; not the spinal canal, the pelvis or the rib cage).
+HOLE_STRIP_MM = 45.0
+HOLE_CM2 = (4.0, 30.0)
+HOLE_HU = (25.0, 60.0)
 _GRID_MM = 3.0      # in-plane pixel size used for following the column
 _PROFILE_MM = 1.0   # z step of the resampled disc profile
 
@@ -322,6 +340,68 @@ def _fill_rings(mask: np.ndarray, reach: int) -> np.ndarray:
     return mask | around
 
 
+def _fill_holes(mask: np.ndarray, values: np.ndarray, col: np.ndarray, half: int, area_px: tuple[int, int],
+                mean_hu: tuple[float, float]) -> np.ndarray:
+    """``[z, R, C]`` mask with the holes filled that lie in a strip of ``2 * half + 1`` columns about ``col``
+    (per slice), are enclosed by the mask in-plane and cross the column: the low-HU inside of an osteoporotic
+    vertebral body's cortical shell, however wide the body. A hole is filled when it covers at most ``area_px[1]`` pixels
+    (not the pelvis or the rib cage), its ``values`` average at least ``mean_hu[0]`` (not fat), and it
+    covers at least ``area_px[0]`` pixels (a body's inside, larger than the spinal canal, which holds fluid,
+    fat and the cord at 0-40 HU) or averages at least ``mean_hu[1]`` (one of the many small holes that
+    noise breaks the inside of a body just below the bone-like bound into). numpy only: the outside is
+    flooded from the strip's border, the rest labelled by flooding labels."""
+    n, size_r, size_c = mask.shape
+    if n == 0 or size_r < 3:
+        return mask
+    idx = np.clip(np.asarray(col, int)[:, None] + np.arange(-half, half + 1)[None], 0, size_c - 1)
+    idx3 = np.broadcast_to(idx[:, None, :], (n, size_r, idx.shape[1]))
+    free = ~np.take_along_axis(mask, idx3, 2)
+
+    def grow(a: np.ndarray) -> np.ndarray:
+        b = a.copy()
+        b[:, 1:] |= a[:, :-1]
+        b[:, :-1] |= a[:, 1:]
+        b[:, :, 1:] |= a[:, :, :-1]
+        b[:, :, :-1] |= a[:, :, 1:]
+        return b
+
+    outside = np.zeros_like(free)
+    outside[:, [0, -1], :] = free[:, [0, -1], :]
+    outside[:, :, [0, -1]] = free[:, :, [0, -1]]
+    for _ in range(4 * (size_r + idx.shape[1])):
+        grown = grow(outside) & free
+        if np.array_equal(grown, outside):
+            break
+        outside = grown
+    holes = free & ~outside
+    if not holes.any():
+        return mask
+    label = np.where(holes, np.arange(holes.size).reshape(holes.shape), -1)
+    for _ in range(size_r * idx.shape[1]):
+        m = label.copy()
+        m[:, 1:] = np.maximum(m[:, 1:], label[:, :-1])
+        m[:, :-1] = np.maximum(m[:, :-1], label[:, 1:])
+        m[:, :, 1:] = np.maximum(m[:, :, 1:], label[:, :, :-1])
+        m[:, :, :-1] = np.maximum(m[:, :, :-1], label[:, :, 1:])
+        m = np.where(holes, m, -1)
+        if np.array_equal(m, label):
+            break
+        label = m
+    area = np.bincount(label[holes], minlength=holes.size)
+    total = np.bincount(label[holes], np.take_along_axis(values, idx3, 2)[holes], minlength=holes.size)
+    at = np.maximum(label, 0)
+    mean = total[at] / np.maximum(area[at], 1)
+    # a body's inside lies on the column (the middle of the strip)
+    on_column = np.zeros(holes.size + 1, bool)
+    on_column[label[:, :, half][holes[:, :, half]]] = True
+    keep = (holes & on_column[at] & (area[at] <= area_px[1]) & (mean >= mean_hu[0])
+            & ((area[at] >= area_px[0]) | (mean >= mean_hu[1])))
+    out = mask.copy()
+    filled = np.take_along_axis(out, idx3, 2) | keep
+    np.put_along_axis(out, idx3, filled, 2)
+    return out
+
+
 def _mirrored_bone(bone: np.ndarray, reach: int) -> np.ndarray:
     """``[z, C]``: per slice and column, the bone pixels that have bone at the mirrored place about that
     column, up to ``reach`` pixels to each side (the column's own bone counts once)."""
@@ -389,6 +469,10 @@ def _follow_column(hu: np.ndarray, spacing: tuple[float, float, float], *, bone_
     col = np.rint(_moving_mean(col.astype(float), 30 / dz)).astype(int)
 
     bonelike = _fill_rings((d > cancellous_hu) & (d < 800), int(round(RING_MM / px)))
+    # the shell encloses the inside whatever its density; dense cortex (a block all cortex may lie above
+    # 800 HU) is bone-like too
+    bonelike |= _fill_holes(d > cancellous_hu, d, col, int(round(HOLE_STRIP_MM / px)),
+                           (int(np.ceil(HOLE_CM2[0] * 100 / px ** 2)), int(HOLE_CM2[1] * 100 / px ** 2)), HOLE_HU)
     k = np.arange(n)
     # Twice: the column with most bone may lie off the body's centre (a contrast-filled aorta, a pedicle,
     # the lateral cortex), so after the first pass the column moves to the middle of the body's run
@@ -481,6 +565,9 @@ def _shell_profile(hu: np.ndarray, spacing: tuple[float, float, float], column: 
     return out
 
 
+#: What a missed disc costs the chain of discs (HU of contrast), see :func:`_regular_chain`.
+MISSED_DISC_COST = 60.0
+
 #: HU per unit of :func:`_shell_profile` added to the body profile for finding discs.
 SHELL_WEIGHT_HU = 300.0
 
@@ -522,40 +609,60 @@ def _find_discs(z: np.ndarray, profile: np.ndarray, *, min_contrast: float,
     if not len(cand):
         return np.array([]), np.array([])
     zc, cc = grid[cand], contrast[cand]
-    chain = _regular_chain(zc, cc, vertebra_mm)
-    return zc[chain], cc[chain]
+    chain, inferred = _regular_chain(zc, cc, vertebra_mm)
+    z_all = np.concatenate([zc[chain], inferred])
+    c_all = np.concatenate([cc[chain], np.zeros(len(inferred))])
+    order = np.argsort(z_all)
+    return z_all[order], c_all[order]
 
 
 def _regular_chain(zc: np.ndarray, cc: np.ndarray, vertebra_mm: tuple[float, float],
-                   irregularity_cost: float = 80.0) -> list[int]:
-    """Indices of the candidate discs forming the best chain: summed contrast minus a cost for unequal
-    neighbouring gaps, every gap within ``vertebra_mm``."""
+                   irregularity_cost: float = 80.0, missed_cost: float = MISSED_DISC_COST
+                   ) -> tuple[list[int], list[float]]:
+    """The candidate discs forming the best chain: summed contrast minus a cost for unequal neighbouring
+    gaps, every gap within ``vertebra_mm``, or twice that with one disc missed in between (a disc the
+    profile does not show, where the column was lost for a vertebra: it costs ``missed_cost`` and lies
+    halfway; its gap counts half for the regularity).
+
+    Returns:
+        the chosen candidates' indices, and the locations (mm) of the missed discs inferred between them.
+    """
     lo, hi = vertebra_mm
     k = len(zc)
-    # best[j][i]: best score of a chain ending with candidates i < j (i = -1: j starts the chain)
-    best: dict[tuple[int, int], float] = {}
-    prev: dict[tuple[int, int], tuple[int, int] | None] = {}
+    # best[(h, i, j, m)]: best score of a chain whose last two candidates are i < j (h unused: i = -1 means
+    # j starts the chain), m whether a disc is missed between i and j
+    best: dict[tuple[int, int, bool], float] = {}
+    prev: dict[tuple[int, int, bool], tuple[int, int, bool] | None] = {}
+    unit: dict[tuple[int, int, bool], float] = {}
+
     for j in range(k):
-        best[(-1, j)] = cc[j]
-        prev[(-1, j)] = None
+        best[(-1, j, False)] = cc[j]
+        prev[(-1, j, False)] = None
         for i in range(j):
             gap = zc[j] - zc[i]
-            if not lo <= gap <= hi:
-                continue
-            options = [(best[(h, i)] - (irregularity_cost * abs(np.log(gap / (zc[i] - zc[h]))) if h >= 0 else 0.0),
-                        (h, i)) for h in range(-1, i) if (h, i) in best]
-            if not options:
-                continue
-            score, origin = max(options)
-            best[(i, j)] = score + cc[j]
-            prev[(i, j)] = origin
+            for missed in (False, True):
+                step = gap / 2 if missed else gap
+                if not lo <= step <= hi:
+                    continue
+                options = [(best[st] - (irregularity_cost * abs(np.log(step / unit[st])) if st[0] >= 0 else 0.0), st)
+                           for st in ((h, i, m) for h in range(-1, i) for m in (False, True)) if st in best]
+                if not options:
+                    continue
+                score, origin = max(options)
+                key = (i, j, missed)
+                best[key] = score + cc[j] - (missed_cost if missed else 0.0)
+                prev[key] = origin
+                unit[key] = step
     end = max(best, key=best.get)
     chain: list[int] = []
-    state: tuple[int, int] | None = end
+    inferred: list[float] = []
+    state: tuple[int, int, bool] | None = end
     while state is not None:
         chain.append(state[1])
+        if state[2]:
+            inferred.append(float((zc[state[0]] + zc[state[1]]) / 2))
         state = prev[state]
-    return chain[::-1]
+    return chain[::-1], sorted(inferred)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -582,7 +689,11 @@ def _lateral_bone(hu: np.ndarray, spacing: tuple[float, float, float], column: _
     dz = max(float(spacing[0]), 0.1)
     hw = column.half_width
     on_hw = hw > 5
-    half = _moving_mean(np.where(on_hw, hw, 0.0), 30 / dz) / np.maximum(_moving_mean(on_hw.astype(float), 30 / dz), 1e-6)
+    # the body's half width: the median over 30 mm along z (a rib head touching the body, or an organ,
+    # widens the run across the column in a few slices; a mean would follow them outwards)
+    w = max(1, int(round(15 / dz)))
+    half = np.array([float(np.median(hw[max(0, j - w):j + w + 1][on_hw[max(0, j - w):j + w + 1]]))
+                     if on_hw[max(0, j - w):j + w + 1].any() else 0.0 for j in range(n)])
     near, far = rib_lateral_mm
     for k in np.flatnonzero(column.valid):
         r, c = column.row[k], column.col[k]
@@ -597,7 +708,7 @@ def _lateral_bone(hu: np.ndarray, spacing: tuple[float, float, float], column: _
         # rows of the back half of the body; along each, outwards from the body's centre: the body's own
         # run of bone-like pixels, then bone beyond a gap (a rib head), or the run going on far beyond
         # the body's edge (a rib head touching it)
-        rows = hu[k, max(0, r - int(round(2 / sr))):r + int(round(10 / sr)) + 1]
+        rows = hu[k, max(0, r - int(round(2 / sr))):r + int(round(RIB_BEHIND_MM / sr)) + 1]
         inner = int(round(0.5 * half[k] / sc))
         edge = int(round((half[k] + 6.0) / sc))
         span = int(round((half[k] + far) / sc))
@@ -734,6 +845,18 @@ def _find_levels(scan: Scan, *, bone_hu: float, cancellous_hu: float, min_disc_c
         k += 1
     evidence["sacrum_top_mm"] = sacrum_top
     l5s1 = None
+    if sacrum_top is not None and len(disc_z) >= 2 and disc_z.min() - sacrum_top > 20:
+        # no disc was found at the sacrum's top, but the column's lowest disc lies one vertebra above it
+        # (a height like its neighbour's): the L5/S1 disc is taken to lie just above the sacrum's top
+        gap, unit = disc_z[0] - (sacrum_top + 3.0), disc_z[1] - disc_z[0]
+        if vertebra_mm[0] <= gap <= vertebra_mm[1] and 0.7 <= gap / unit <= 1.4:
+            disc_z = np.concatenate([[sacrum_top + 3.0], disc_z])
+            disc_c = np.concatenate([[0.0], disc_c])
+            bounds = list(zip(disc_z[:-1], disc_z[1:]))
+            evidence["discs_mm"] = [float(v) for v in disc_z]
+            evidence["disc_contrast_hu"] = [float(v) for v in disc_c]
+            evidence["vertebrae"] = len(bounds)
+            evidence["l5s1_at_sacrum_top"] = True
     if sacrum_top is not None:
         near = int(np.argmin(np.abs(disc_z - sacrum_top)))
         if abs(disc_z[near] - sacrum_top) <= 20:
@@ -747,11 +870,17 @@ def _find_levels(scan: Scan, *, bone_hu: float, cancellous_hu: float, min_disc_c
         lumbar5 = (z >= disc_z[l5s1]) & (z <= (disc_z[l5s1 + 1] if l5s1 + 1 < len(disc_z) else disc_z[l5s1] + 30))
         one_sided = (lateral.reach.max(1) >= sacrum_mm) & (reach < TRANSITIONAL_OTHER * sacrum_mm)
         share = float(one_sided[lumbar5].mean()) if lumbar5.any() else 0.0
+        # joined on both sides: the sacrum's top (its run of sacral slices) lies inside the vertebra, more
+        # than 3 mm above the disc
+        height = float(disc_z[l5s1 + 1] - disc_z[l5s1]) if l5s1 + 1 < len(disc_z) else 30.0
+        both = float(np.clip((sacrum_top - disc_z[l5s1] - 3.0) / height, 0.0, 1.0))
         evidence["l5_one_sided_share"] = round(share, 2)
-        if share >= TRANSITIONAL_SHARE:
+        evidence["l5_two_sided_share"] = round(both, 2)
+        if share >= TRANSITIONAL_SHARE or both >= TRANSITIONAL_SHARE:
             flags.append("transitional_vertebra")
-            text["transitional"] = (f"the vertebra above the L5/S1 disc is joined to the pelvis on one side in "
-                                    f"{100 * share:.0f} % of its slices")
+            side = "one side" if share >= TRANSITIONAL_SHARE else "both sides"
+            text["transitional"] = (f"the vertebra above the L5/S1 disc is joined to the pelvis on {side} in "
+                                    f"{100 * max(share, both):.0f} % of its " + ("slices" if share >= TRANSITIONAL_SHARE else "height"))
 
     # from the ribs: the lowest vertebra with a rib head beside its upper part, with a rib-bearing
     # vertebra above it and rib-free vertebrae below
@@ -768,7 +897,9 @@ def _find_levels(scan: Scan, *, bone_hu: float, cancellous_hu: float, min_disc_c
     rib_low = None
     for i in range(1, len(bounds) - 1):
         above = bearing[i + 1:]
-        if bearing[i] and sum(above) >= max(1, len(above) - 1) and not any(bearing[max(0, i - 2):i]):
+        # T11 above it bears ribs too (further up one miss is allowed); the two below bear none
+        if (bearing[i] and bearing[i + 1] and sum(above) >= max(1, len(above) - 1)
+                and not any(bearing[max(0, i - 2):i])):
             rib_low = i
             break
     if rib_low is not None:
