@@ -42,6 +42,7 @@ import traceback
 import warnings
 import zipfile
 from collections import Counter, defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -294,30 +295,52 @@ def _fresh(out: Path) -> Path:
     return out / f"alt{n}"
 
 
-def _edit(victim: Path, changes: dict, meta: dict | None = None) -> None:
-    """Rewrite a DICOM file with attributes changed (None deletes), keeping its encoding."""
-    import pydicom
+@contextmanager
+def _lenient():
+    """pydicom without value validation while a damaged file is made (restored before it is read)."""
     from pydicom import config
 
-    config.settings.reading_validation_mode = config.IGNORE
-    config.settings.writing_validation_mode = config.IGNORE
-    from pydicom.dataelem import DataElement
-    from pydicom.datadict import tag_for_keyword
+    saved = config.settings.reading_validation_mode, config.settings.writing_validation_mode
+    config.settings.reading_validation_mode = config.settings.writing_validation_mode = config.IGNORE
+    try:
+        yield
+    finally:
+        config.settings.reading_validation_mode, config.settings.writing_validation_mode = saved
 
-    ds = pydicom.dcmread(victim, force=True)
-    for key, value in changes.items():
-        if value is None:
-            if key in ds:
-                delattr(ds, key)
-            continue
+
+def _edit(victim: Path, changes: dict) -> None:
+    """Rewrite a DICOM file with attributes changed (None deletes), keeping its encoding."""
+    with _lenient():
+        _edit_now(victim, changes)
+
+
+def _edit_now(victim: Path, changes: dict) -> None:
+    import pydicom
+    from pydicom.datadict import tag_for_keyword
+    from pydicom.dataelem import DataElement
+
+    for as_text in (False, True):
+        ds = pydicom.dcmread(victim, force=True)
+        for key, value in changes.items():
+            if value is None:
+                if key in ds:
+                    delattr(ds, key)
+                continue
+            try:
+                if as_text:
+                    raise ValueError
+                setattr(ds, key, value)
+            except (ValueError, TypeError, OverflowError):
+                # pydicom will not hold the bad value in its own VR: store the text as LO instead (in an
+                # implicit-VR file that is exactly the damaged value; in an explicit one the VR is wrong too)
+                text = "\\".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+                ds[tag_for_keyword(key)] = DataElement(tag_for_keyword(key), "LO", text)
         try:
-            setattr(ds, key, value)
+            ds.save_as(victim, enforce_file_format=False)
+            return
         except (ValueError, TypeError, OverflowError):
-            # pydicom will not hold the bad value in its own VR: store the text as LO instead (in an
-            # implicit-VR file that is exactly the damaged value; in an explicit one the VR is wrong too)
-            text = "\\".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-            ds[tag_for_keyword(key)] = DataElement(tag_for_keyword(key), "LO", text)
-    ds.save_as(victim, enforce_file_format=False)
+            if as_text:
+                raise
 
 
 def pixel_geometry(rng, src, out):
@@ -650,12 +673,14 @@ def npz_header(rng, src, out):
 
 def seg_frames(rng, src, out):
     """A SEG whose frames point nowhere (segment numbers, sources, positions, frame counts, pixel sizes)."""
+    with _lenient():
+        return _seg_frames(rng, src, out)
+
+
+def _seg_frames(rng, src, out):
     import pydicom
-    from pydicom import config
     from pydicom.uid import generate_uid
 
-    config.settings.reading_validation_mode = config.IGNORE
-    config.settings.writing_validation_mode = config.IGNORE
     target = _copy(src, out)
     ds = pydicom.dcmread(target)
     per = ds.get("PerFrameFunctionalGroupsSequence") or []
@@ -710,7 +735,7 @@ def seg_frames(rng, src, out):
             del ds.ReferencedSeriesSequence
         else:
             ds.BitsAllocated = rng.choice((8, 16, 0))
-    except (AttributeError, IndexError, KeyError):
+    except (AttributeError, IndexError, KeyError, ValueError, TypeError):
         how += " (not applicable: file unchanged)"
     ds.save_as(target, enforce_file_format=False)
     return target, f"{target.name}: {how} (frame {i + 1} of {n})"
@@ -1034,7 +1059,7 @@ def fuzz(seed: int = 1, count: int = 300, jobs: int = 1, *, start: int = 0, time
 
 def report(summary: Summary) -> str:
     """The counts per mutation kind and in total, as a text table."""
-    cols = ["ok", "read_error", *BUGS]
+    cols = ["ok", "read_error", *BUGS] + (["generator_error"] if summary.outcomes["generator_error"] else [])
     lines = [f"{'kind':<16}" + "".join(f"{c:>12}" for c in cols)]
     for kind in sorted(summary.by_kind):
         lines.append(f"{kind:<16}" + "".join(f"{summary.by_kind[kind][c]:>12}" for c in cols))
