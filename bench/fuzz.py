@@ -630,8 +630,10 @@ def npz_arrays(rng, src, out):
         arrays[key] = value
         what = f"{key} -> {value.dtype}{value.shape}"
     target = out / Path(src.path).name
-    with open(target, "wb") as fh:
-        np.savez(fh, **arrays)
+    with zipfile.ZipFile(target, "w") as archive:  # np.savez, with fixed member dates (the same bytes every run)
+        for name, value in arrays.items():
+            with archive.open(zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0)), "w") as fh:
+                np.lib.format.write_array(fh, np.asanyarray(value), allow_pickle=False)
     return target, what
 
 
@@ -667,7 +669,8 @@ def npz_header(rng, src, out):
                 (np.lib.format.write_array_header_1_0 if version == (1, 0)
                  else np.lib.format.write_array_header_2_0)(head, header)
                 raw = head.getvalue() + body
-            zout.writestr(info.filename, raw)
+            zout.writestr(zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0)), raw,
+                          compress_type=zout.compression)
     return target, f"{member}: header claims {claims} ({shape}, {dtype}, fortran={fortran})"
 
 
@@ -697,7 +700,7 @@ def _seg_frames(rng, src, out):
             per[i].SegmentIdentificationSequence[0].ReferencedSegmentNumber = rng.choice((0, 99, 256, 65535))
         elif how == "source-uid" and n:
             for item in per[i].DerivationImageSequence[0].SourceImageSequence:
-                item.ReferencedSOPInstanceUID = generate_uid()
+                item.ReferencedSOPInstanceUID = generate_uid(entropy_srcs=[str(rng.random())])
         elif how == "frames-fewer" and n:
             del per[rng.randrange(n)]
         elif how == "frames-more":
@@ -730,7 +733,7 @@ def _seg_frames(rng, src, out):
         elif how == "shared-gone":
             del ds.SharedFunctionalGroupsSequence
         elif how == "frame-of-reference":
-            ds.FrameOfReferenceUID = generate_uid()
+            ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[str(rng.random())])
         elif how == "referenced-series":
             del ds.ReferencedSeriesSequence
         else:
