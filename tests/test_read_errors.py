@@ -506,3 +506,14 @@ def test_bad_seg_is_one_clear_error(tmp_path, dcmqi_dir, name, change, cause):
         read_labels(path)
     message = str(info.value)
     assert cause in message and message.startswith(str(path)) and "\n" not in message, message
+
+
+def test_a_rescale_slope_stored_as_text_under_another_vr_reads_the_same(tmp_path, series):
+    """bench/fuzz.py found pydicom's LUT multiplying by the string '1' when RescaleSlope's VR DS became SH."""
+    src = files_of(series)[0]
+    tell = _raw_element(src, "RescaleSlope").value_tell
+    data = bytearray(src.read_bytes())
+    assert data[tell - 4:tell - 2] == b"DS"
+    data[tell - 4:tell - 2] = b"SH"
+    (tmp_path / "sh.dcm").write_bytes(bytes(data))
+    assert np.array_equal(read_scan(tmp_path / "sh.dcm").hu, read_scan(src).hu)

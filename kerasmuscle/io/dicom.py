@@ -120,7 +120,9 @@ class _Bounded:
     def read(self, n: int | None = -1) -> bytes:
         if n is None or n < 0:
             return self._fh.read()
-        return self._fh.read(max(0, min(n, self._size - self._fh.tell())))
+        if n > 1 << 20:  # only a long read can allocate much: clamp it (tell() costs a system call)
+            n = max(0, min(n, self._size - self._fh.tell()))
+        return self._fh.read(n)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._fh, name)
@@ -483,17 +485,22 @@ def _rescale_dataset(path: str, holder: Dataset, missing: list[str], has_lut: bo
     if has_lut:
         return None
     slope, intercept = holder.get("RescaleSlope"), holder.get("RescaleIntercept")
+    numbers = {}
     for name, value in (("RescaleSlope", slope), ("RescaleIntercept", intercept)):
         if value not in (None, ""):
             try:
-                number = float(value)
+                numbers[name] = float(value)
             except (TypeError, ValueError):
-                number = float("nan")
-            if not np.isfinite(number) or (name == "RescaleSlope" and number == 0):
+                numbers[name] = float("nan")
+            if not np.isfinite(numbers[name]) or (name == "RescaleSlope" and numbers[name] == 0):
                 raise ReadError(path, f"invalid {name} {value!r} (expected a finite number"
                                       f"{', not 0' if name == 'RescaleSlope' else ''})")
-    if slope not in (None, "") and intercept not in (None, ""):
-        return holder
+    if len(numbers) == 2:
+        if isinstance(slope, (int, float)) and isinstance(intercept, (int, float)):
+            return holder
+        stand_in = Dataset()  # numbers stored as text under a wrong VR: give the LUT the numbers
+        stand_in.RescaleSlope, stand_in.RescaleIntercept = numbers["RescaleSlope"], numbers["RescaleIntercept"]
+        return stand_in
     stand_in = Dataset()
     stand_in.RescaleSlope = slope if slope not in (None, "") else 1
     stand_in.RescaleIntercept = intercept if intercept not in (None, "") else 0
