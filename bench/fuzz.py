@@ -68,7 +68,7 @@ class Source:
     """One seed input: ``role`` is ``scan`` (read_scan) or ``labels`` (read_labels onto ``like``)."""
 
     name: str
-    kind: str  # dicom (one file), series (folder), nifti, npz, seg, nifti_labels, npz_labels
+    kind: str  # dicom (one file), enhanced (multi-frame CT), series (folder), nifti, npz, seg, nifti_labels, npz_labels
     path: str
     role: str = "scan"
     like: str | None = None
@@ -115,6 +115,27 @@ def prepare_corpus(work: Path) -> list[Source]:
             Source("synth-labels", "nifti_labels", str(case / "label.nii.gz"), "labels", series)]
     if (case / "seg.dcm").exists():
         out.append(Source("synth-seg", "seg", str(case / "seg.dcm"), "labels", series))
+
+    import pydicom
+    import pydicom.uid
+
+    (work / "derived").mkdir()
+    for syntax in ("RLELossless", "JPEGLSLossless", "JPEG2000Lossless"):  # the real slice, compressed
+        ds = pydicom.dcmread(first)
+        ds.compress(getattr(pydicom.uid, syntax))
+        ds.save_as(work / "derived" / f"tcia-{syntax}.dcm", enforce_file_format=True)
+        out.append(Source(f"tcia-{syntax}", "dicom", str(work / "derived" / f"tcia-{syntax}.dcm")))
+    try:
+        import highdicom as hd
+
+        enhanced = hd.legacy.LegacyConvertedEnhancedCTImage(
+            [pydicom.dcmread(f) for f in list_files(series)], series_instance_uid=pydicom.uid.generate_uid(
+                entropy_srcs=["fuzz series"]), series_number=5, sop_instance_uid=pydicom.uid.generate_uid(
+                entropy_srcs=["fuzz instance"]), instance_number=1)
+        enhanced.save_as(work / "derived" / "synth-enhanced.dcm")
+        out.append(Source("synth-enhanced", "enhanced", str(work / "derived" / "synth-enhanced.dcm")))
+    except ImportError:
+        pass
 
     ts = SHARED / "totalsegmentator-s0009"
     (work / "ts").mkdir()
@@ -170,7 +191,7 @@ def _victim(rng: random.Random, target: Path) -> Path:
 
 
 def _is_dicom(src: Source) -> bool:
-    return src.kind in ("dicom", "series", "seg")
+    return src.kind in ("dicom", "enhanced", "series", "seg")
 
 
 def _explicit_dicom(src: Source) -> bool:
@@ -675,7 +696,8 @@ def npz_header(rng, src, out):
 
 
 def seg_frames(rng, src, out):
-    """A SEG whose frames point nowhere (segment numbers, sources, positions, frame counts, pixel sizes)."""
+    """A SEG (or an Enhanced CT) whose frames point nowhere (segment numbers, sources, positions, frame counts,
+    pixel sizes, functional groups)."""
     with _lenient():
         return _seg_frames(rng, src, out)
 
@@ -691,7 +713,7 @@ def _seg_frames(rng, src, out):
     how = rng.choice(("segment-missing", "segment-number", "source-uid", "frames-fewer", "frames-more",
                       "frames-huge", "frames-zero", "rows", "segment-sequence", "segment-255", "seg-type",
                       "max-fractional", "position-nan", "position-missing", "pixel-spacing", "orientation",
-                      "shared-gone", "frame-of-reference", "referenced-series", "bits"))
+                      "shared-gone", "frame-of-reference", "referenced-series", "bits", "pixel-transform"))
     i = rng.randrange(n) if n else 0
     try:
         if how == "segment-missing" and n:
@@ -734,11 +756,15 @@ def _seg_frames(rng, src, out):
             del ds.SharedFunctionalGroupsSequence
         elif how == "frame-of-reference":
             ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[str(rng.random())])
+        elif how == "pixel-transform":
+            groups = [ds.SharedFunctionalGroupsSequence[0]] + ([per[i]] if n else [])
+            item = next(g for g in groups if "PixelValueTransformationSequence" in g).PixelValueTransformationSequence[0]
+            item.RescaleSlope = rng.choice(("NaN", "0", "inf", "1e38"))
         elif how == "referenced-series":
             del ds.ReferencedSeriesSequence
         else:
             ds.BitsAllocated = rng.choice((8, 16, 0))
-    except (AttributeError, IndexError, KeyError, ValueError, TypeError):
+    except (AttributeError, IndexError, KeyError, ValueError, TypeError, StopIteration):
         how += " (not applicable: file unchanged)"
     ds.save_as(target, enforce_file_format=False)
     return target, f"{target.name}: {how} (frame {i + 1} of {n})"
@@ -751,9 +777,9 @@ MUTATIONS = {
     "wrong_length": (lambda s: _is_dicom(s) and "dfl" not in s.name, wrong_length),
     "huge_length": (lambda s: _is_dicom(s) and "dfl" not in s.name, huge_length),
     "wrong_vr": (_explicit_dicom, wrong_vr),
-    "pixel_geometry": (lambda s: s.kind in ("dicom", "series", "seg"), pixel_geometry),
+    "pixel_geometry": (_is_dicom, pixel_geometry),
     "transfer_syntax": (lambda s: _is_dicom(s) and "no_meta" not in s.name, transfer_syntax),
-    "rescale": (lambda s: s.kind in ("dicom", "series"), rescale),
+    "rescale": (lambda s: s.kind in ("dicom", "series", "enhanced"), rescale),
     "spacing": (lambda s: s.kind in ("dicom", "series"), spacing),
     "positions": (lambda s: s.kind in ("dicom", "series") and not s.force, positions),
     "mixed_series": (lambda s: s.kind == "series", None),
@@ -762,6 +788,7 @@ MUTATIONS = {
     "npz_arrays": (lambda s: s.kind in ("npz", "npz_labels"), npz_arrays),
     "npz_header": (lambda s: s.kind in ("npz", "npz_labels"), npz_header),
     "seg_frames": (lambda s: s.kind == "seg", seg_frames),
+    "enhanced_frames": (lambda s: s.kind == "enhanced", seg_frames),
 }
 
 
