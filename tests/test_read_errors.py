@@ -517,3 +517,19 @@ def test_a_rescale_slope_stored_as_text_under_another_vr_reads_the_same(tmp_path
     data[tell - 4:tell - 2] = b"SH"
     (tmp_path / "sh.dcm").write_bytes(bytes(data))
     assert np.array_equal(read_scan(tmp_path / "sh.dcm").hu, read_scan(src).hu)
+
+
+def test_pixel_padding_stored_as_text_under_another_vr_still_pads(tmp_path, series):
+    """bench/fuzz.py found numpy comparing pixels with the string '30' when PixelPaddingValue's VR became CS."""
+    import pydicom
+    from pydicom.dataelem import DataElement
+
+    files = []
+    for vr, value, name in (("SS", 30, "ss.dcm"), ("CS", "30", "cs.dcm")):  # stored 30 is -994 HU: noisy air
+        ds = pydicom.dcmread(files_of(series)[0])
+        ds[0x00280120] = DataElement(0x00280120, vr, value)
+        ds.save_as(tmp_path / name, enforce_file_format=True)
+        files.append(tmp_path / name)
+    padded, plain = read_scan(files[0]).hu, read_scan(files_of(series)[0]).hu
+    assert ((plain == -994) & (padded == -1000)).any()
+    assert np.array_equal(read_scan(files[1]).hu, padded)

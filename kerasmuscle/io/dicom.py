@@ -588,8 +588,9 @@ def _build_scan(source: str, files: list[_File], messages: list[str]) -> Scan:
                        f"e.g. {os.path.basename(missing_rescale[0])}; assumed slope {float(first.RescaleSlope):g} "
                        f"and intercept {float(first.RescaleIntercept):g}")
 
-    check_voxels(source, (len(frames), rows, cols), "the series")
-    for f in {id(fr.file): fr.file for fr in frames}.values():
+    image_files = list({id(fr.file): fr.file for fr in frames}.values())
+    check_voxels(source, (len(frames), rows, cols), "the series" if len(image_files) > 1 else "the header")
+    for f in image_files:
         _check_pixel_length(f, rows, cols)
     hu = _decode_hu(frames, rows, cols)
     if missing_rescale and float(np.percentile(hu, 1)) >= 0:
@@ -686,7 +687,7 @@ def _decode_hu(frames: list[_Frame], rows: int, cols: int) -> np.ndarray:
     for ks in by_file.values():
         f = frames[ks[0]].file
         raw = _stored_values(f, rows, cols)
-        padding = _padding_mask_fn(f.ds)
+        padding = _padding_mask_fn(f.path, f.ds)
         for k in ks:
             fr = frames[k]
             stored = raw[fr.index]
@@ -699,11 +700,11 @@ def _decode_hu(frames: list[_Frame], rows: int, cols: int) -> np.ndarray:
     return hu
 
 
-def _padding_mask_fn(ds: Dataset):
-    value = ds.get("PixelPaddingValue")
+def _padding_mask_fn(path: str, ds: Dataset):
+    value = whole(path, ds, "PixelPaddingValue", None)  # a number even when a damaged VR made it text
     if value is None:
         return None
-    limit = ds.get("PixelPaddingRangeLimit")
+    limit = whole(path, ds, "PixelPaddingRangeLimit", None)
     lo, hi = (value, value) if limit is None else (min(value, limit), max(value, limit))
     return lambda arr: (arr >= lo) & (arr <= hi)
 
