@@ -802,10 +802,15 @@ class Case:
     with_like: bool
 
 
+def available(corpus: list[Source]) -> list[str]:
+    """The mutation kinds that apply to some seed (Enhanced CT needs highdicom to be made)."""
+    return [k for k in sorted(MUTATIONS) if any(MUTATIONS[k][0](s) for s in corpus)]
+
+
 def make_case(corpus: list[Source], seed: int, index: int, out: Path) -> Case:
     """Build case ``index`` of ``seed`` under ``out`` (the same input every time)."""
     rng = random.Random(f"kerasmuscle-fuzz:{seed}:{index}")
-    kind = rng.choice(sorted(MUTATIONS))
+    kind = rng.choice(available(corpus))
     applies, fn = MUTATIONS[kind]
     source = rng.choice([s for s in corpus if applies(s)])
     with warnings.catch_warnings():

@@ -30,7 +30,8 @@ def test_a_seeded_sample_of_damaged_inputs_finds_no_bug(fuzz):
     assert summary.outcomes["generator_error"] == 0, summary.bugs
     assert summary.outcomes["hang"] == 0
     # The sample reaches every mutation, and both outcomes happen (the fuzzer is not refusing everything).
-    assert set(summary.by_kind) == set(fuzz.MUTATIONS)
+    expected = set(fuzz.MUTATIONS) - (set() if importlib.util.find_spec("highdicom") else {"enhanced_frames"})
+    assert set(summary.by_kind) == expected
     assert summary.outcomes["ok"] > 30 and summary.outcomes["read_error"] > 100
     assert summary.peak_bytes < 2 * 2 ** 30
 
