@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 
 class KerasMuscleError(Exception):
@@ -16,12 +17,13 @@ class ReadError(KerasMuscleError, ValueError):
         path: the file or folder at fault.
         cause: what is wrong with it, in words (no trailing full stop).
 
-    The message is ``"<path>: <cause>"``, so a batch log names the file on every line.
+    The message is ``"<path>: <cause>"`` on one line (line breaks in a cause quoted from a library become
+    spaces), so a batch log names the file on every line.
     """
 
     def __init__(self, path: str | os.PathLike | None, cause: str):
         self.path = None if path is None else os.fspath(path)
-        self.cause = cause
+        self.cause = cause = re.sub(r"\s*\n\s*", " ", cause)
         super().__init__(cause if self.path is None else f"{self.path}: {cause}")
 
 

@@ -143,6 +143,155 @@ def _no_pixel_spacing(tmp, series):
     return p, "nospacing.dcm", "no PixelSpacing"
 
 
+# Found by bench/fuzz.py: each must be refused, and refused before a pixel array is allocated.
+
+
+def _huge_claim(tmp, series):
+    p = edit(files_of(series)[0], tmp / "huge.dcm", Rows=65535, Columns=65535)
+    return p, "huge.dcm", "65535 = 4,294,836,225 voxels, more than the"
+
+
+def _frames_not_a_number(tmp, series):
+    import pydicom
+    from pydicom.dataelem import DataElement
+
+    ds = pydicom.dcmread(files_of(series)[0])
+    ds[0x00280008] = DataElement(0x00280008, "LO", "1A")  # the value of pydicom's badVR.dcm (pydicom refuses IS '1A')
+    ds.save_as(tmp / "frames.dcm", enforce_file_format=True)
+    return tmp / "frames.dcm", "frames.dcm", "invalid NumberOfFrames '1A'"
+
+
+def _slope(value):
+    def build(tmp, series):
+        return edit(files_of(series)[0], tmp / "slope.dcm", RescaleSlope=value), "slope.dcm", "invalid RescaleSlope"
+    return build
+
+
+def _zero_pixel_spacing(tmp, series):
+    return edit(files_of(series)[0], tmp / "ps.dcm", PixelSpacing=[0, 0]), "ps.dcm", "invalid PixelSpacing"
+
+
+def _parallel_cosines(tmp, series):
+    p = edit(files_of(series)[0], tmp / "par.dcm", ImageOrientationPatient=[1, 0, 0, 1, 0, 0])
+    return p, "par.dcm", "must be two perpendicular unit vectors"
+
+
+def _raw_element(path: Path, keyword: str):
+    import pydicom
+    from pydicom.datadict import tag_for_keyword
+
+    return pydicom.dcmread(path)._dict[tag_for_keyword(keyword)]  # still raw: where its value starts
+
+
+def _vr_that_does_not_fit(tmp, series):
+    src = files_of(series)[0]
+    tell = _raw_element(src, "Rows").value_tell
+    data = bytearray(src.read_bytes())
+    data[tell - 4:tell - 2] = b"UL"  # 2 bytes of value cannot be an UL
+    (tmp / "vr.dcm").write_bytes(bytes(data))
+    return tmp / "vr.dcm", "vr.dcm", "not a multiple of 4 as its VR UL needs"
+
+
+def _length_of_gigabytes(tmp, series):
+    import struct
+
+    src = files_of(series)[0]
+    tell = _raw_element(src, "PatientName").value_tell
+    data = bytearray(src.read_bytes())
+    data[tell - 2:tell] = struct.pack("<H", 0xFFFF)  # longer than the file: pydicom reads what is there
+    (tmp / "len.dcm").write_bytes(bytes(data))
+    return tmp / "len.dcm", "len.dcm", "probably truncated"
+
+
+def _nifti_file(tmp, name, hu=None, affine=None):
+    import nibabel as nib
+
+    img = nib.Nifti1Image(np.zeros((8, 8, 4), np.int16) - 1000 if hu is None else hu,
+                          np.diag([0.8, 0.8, 2.5, 1.0]) if affine is None else affine)
+    nib.save(img, tmp / name)
+    return tmp / name
+
+
+def _nifti_cut_in_gzip(tmp, series):
+    import gzip
+
+    p = _nifti_file(tmp, "cut.nii.gz")
+    p.write_bytes(gzip.compress(gzip.decompress(p.read_bytes())[:500]))
+    return p, "cut.nii.gz", "cannot read NIfTI voxel data"
+
+
+def _nifti_huge_dims(tmp, series):
+    import struct
+
+    p = _nifti_file(tmp, "dims.nii")
+    data = bytearray(p.read_bytes())
+    data[40:56] = struct.pack("<8h", 3, 30000, 30000, 512, 1, 1, 1, 1)
+    p.write_bytes(bytes(data))
+    return p, "dims.nii", "voxels, more than the"
+
+
+def _nifti_claims_more_than_it_holds(tmp, series):
+    import struct
+
+    p = _nifti_file(tmp, "short.nii")
+    data = bytearray(p.read_bytes())
+    data[40:56] = struct.pack("<8h", 3, 512, 512, 100, 1, 1, 1, 1)
+    p.write_bytes(bytes(data))
+    return p, "short.nii", "truncated: the header claims"
+
+
+def _nifti_singular_affine(tmp, series):
+    import struct
+
+    p = _nifti_file(tmp, "sing.nii")
+    data = bytearray(p.read_bytes())
+    data[252:256] = struct.pack("<hh", 0, 1)  # no qform; the sform's second row is all zero
+    data[296:312] = struct.pack("<4f", 0, 0, 0, 0)
+    p.write_bytes(bytes(data))
+    return p, "sing.nii", "degenerate NIfTI affine"
+
+
+def _nifti_nan_voxels(tmp, series):
+    hu = np.zeros((8, 8, 4), np.float32)
+    hu[1, 2, 3] = np.nan
+    return _nifti_file(tmp, "nan.nii.gz", hu=hu), "nan.nii.gz", "1 of 256 values are NaN or infinite"
+
+
+def _npz(tmp, name, **arrays):
+    base = {"hu": np.zeros((2, 8, 8), np.float32), "spacing": np.array([2.5, 0.8, 0.8])}
+    base.update(arrays)
+    np.savez(tmp / name, **base)
+    return tmp / name
+
+
+def _npz_huge_header(tmp, series):
+    import zipfile
+
+    p = _npz(tmp, "huge.npz")
+    with zipfile.ZipFile(p) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    raw = members["hu.npy"]
+    members["hu.npy"] = raw.replace(b"(2, 8, 8)", b"(100000, 65535, 65535)".ljust(9)).ljust(len(raw))
+    with zipfile.ZipFile(p, "w") as z:
+        for n, b in members.items():
+            z.writestr(n, b)
+    return p, "huge.npz", "voxels, more than the"
+
+
+def _npz_inf_spacing(tmp, series):
+    p = _npz(tmp, "sp.npz", spacing=np.array([np.inf, 0.8, 0.8]))
+    return p, "sp.npz", "'spacing' must be 3 positive numbers"
+
+
+def _npz_damaged_deflate(tmp, series):
+    p = tmp / "flip.npz"
+    np.savez_compressed(p, hu=np.arange(2 * 64 * 64, dtype=np.float32).reshape(2, 64, 64), spacing=[1.0, 1, 1])
+    data = bytearray(p.read_bytes())
+    data[200] ^= 0xFF
+    p.write_bytes(bytes(data))
+    return p, "flip.npz", "not a readable .npz archive"
+
+
 BAD = [
     ("missing path", _missing, {}),
     ("empty folder", _empty_folder, {}),
@@ -165,6 +314,22 @@ BAD = [
     ("unknown series uid", _unknown_series, {"series_uid": "1.2.3.4.5"}),
     ("colour image", _colour, {}),
     ("no pixel spacing", _no_pixel_spacing, {}),
+    ("header claims 4 GB of pixels", _huge_claim, {}),
+    ("NumberOfFrames not a number", _frames_not_a_number, {}),
+    ("NaN rescale slope", _slope("NaN"), {}),
+    ("zero rescale slope", _slope("0"), {}),
+    ("zero pixel spacing", _zero_pixel_spacing, {}),
+    ("parallel direction cosines", _parallel_cosines, {}),
+    ("element length that does not fit its VR", _vr_that_does_not_fit, {}),
+    ("element length of 64 kB in a small file", _length_of_gigabytes, {}),
+    ("NIfTI cut inside its gzip stream", _nifti_cut_in_gzip, {}),
+    ("NIfTI header claims a huge volume", _nifti_huge_dims, {}),
+    ("NIfTI header claims more than the file holds", _nifti_claims_more_than_it_holds, {}),
+    ("NIfTI singular affine", _nifti_singular_affine, {}),
+    ("NIfTI NaN voxels", _nifti_nan_voxels, {}),
+    ("npz header claims a huge array", _npz_huge_header, {}),
+    ("npz infinite spacing", _npz_inf_spacing, {}),
+    ("npz damaged deflate stream", _npz_damaged_deflate, {}),
 ]
 
 
@@ -300,3 +465,71 @@ def test_an_axial_series_wins_over_a_larger_reformat(tmp_path, series):
 def test_an_empty_list_of_files_is_an_error():
     with pytest.raises(ReadError, match="no files given"):
         read_scan([])
+
+
+def test_the_voxel_limit_can_be_set(series, monkeypatch):
+    monkeypatch.setenv("KERASMUSCLE_MAX_VOXELS", "1000")
+    with pytest.raises(ReadError, match=r"claims 5 x 64 x 64 = 20,480 voxels, more than the 1,000"):
+        read_scan(series)
+    monkeypatch.setenv("KERASMUSCLE_MAX_VOXELS", "20480")
+    assert read_scan(series).shape == (5, 64, 64)
+
+
+def _seg_with(tmp, dcmqi_dir, name, change):
+    import pydicom
+
+    ds = pydicom.dcmread(dcmqi_dir / "liver_seg.dcm")
+    change(ds)
+    ds.save_as(tmp / name)
+    return tmp / name
+
+
+SEG_BAD = [
+    ("frame of a segment that is not described",
+     lambda ds: setattr(ds.PerFrameFunctionalGroupsSequence[1].SegmentIdentificationSequence[0],
+                        "ReferencedSegmentNumber", 99), "refer to segment(s) 99, which the SEG does not describe"),
+    ("more frames claimed than stored", lambda ds: setattr(ds, "NumberOfFrames", 5), "pixel data"),
+    ("zero frames", lambda ds: setattr(ds, "NumberOfFrames", 0), "invalid NumberOfFrames 0"),
+    ("no segment sequence", lambda ds: delattr(ds, "SegmentSequence"), "no SegmentSequence"),
+    ("NaN frame position",
+     lambda ds: setattr(ds.PerFrameFunctionalGroupsSequence[0].PlanePositionSequence[0], "ImagePositionPatient",
+                        ["NaN", 0, 0]), "invalid frame 1's ImagePositionPatient"),
+]
+
+
+@pytest.mark.parametrize("name,change,cause", SEG_BAD, ids=[b[0] for b in SEG_BAD])
+def test_bad_seg_is_one_clear_error(tmp_path, dcmqi_dir, name, change, cause):
+    from kerasmuscle import read_labels
+
+    path = _seg_with(tmp_path, dcmqi_dir, "bad_seg.dcm", change)
+    with pytest.raises(ReadError) as info:
+        read_labels(path)
+    message = str(info.value)
+    assert cause in message and message.startswith(str(path)) and "\n" not in message, message
+
+
+def test_a_rescale_slope_stored_as_text_under_another_vr_reads_the_same(tmp_path, series):
+    """bench/fuzz.py found pydicom's LUT multiplying by the string '1' when RescaleSlope's VR DS became SH."""
+    src = files_of(series)[0]
+    tell = _raw_element(src, "RescaleSlope").value_tell
+    data = bytearray(src.read_bytes())
+    assert data[tell - 4:tell - 2] == b"DS"
+    data[tell - 4:tell - 2] = b"SH"
+    (tmp_path / "sh.dcm").write_bytes(bytes(data))
+    assert np.array_equal(read_scan(tmp_path / "sh.dcm").hu, read_scan(src).hu)
+
+
+def test_pixel_padding_stored_as_text_under_another_vr_still_pads(tmp_path, series):
+    """bench/fuzz.py found numpy comparing pixels with the string '30' when PixelPaddingValue's VR became CS."""
+    import pydicom
+    from pydicom.dataelem import DataElement
+
+    files = []
+    for vr, value, name in (("SS", 30, "ss.dcm"), ("CS", "30", "cs.dcm")):  # stored 30 is -994 HU: noisy air
+        ds = pydicom.dcmread(files_of(series)[0])
+        ds[0x00280120] = DataElement(0x00280120, vr, value)
+        ds.save_as(tmp_path / name, enforce_file_format=True)
+        files.append(tmp_path / name)
+    padded, plain = read_scan(files[0]).hu, read_scan(files_of(series)[0]).hu
+    assert ((plain == -994) & (padded == -1000)).any()
+    assert np.array_equal(read_scan(files[1]).hu, padded)

@@ -25,7 +25,8 @@ import numpy as np
 
 from kerasmuscle.errors import ReadError
 from kerasmuscle.io.formats import describe_non_dicom, sniff
-from kerasmuscle.io.scan import DicomInfo, Scan, check_axial, note, regular_spacing, slice_normal
+from kerasmuscle.io.scan import (DicomInfo, Scan, check_axial, check_finite, check_voxels, note, regular_spacing,
+                                  slice_normal)
 
 try:  # pydicom is a required dependency; import it once here rather than in every call
     import pydicom
@@ -109,6 +110,31 @@ def _element_header(fh, offset: int, little: bool, implicit: bool) -> tuple[tupl
     return (group, elem), struct.unpack(e + "H", raw[6:8])[0], 8
 
 
+class _Bounded:
+    """A binary file whose ``read(n)`` never asks for more than the bytes left in it, so an element length
+    that claims gigabytes makes pydicom read what is there (and notice the file ends), not allocate the claim."""
+
+    def __init__(self, fh, size: int):
+        self._fh, self._size = fh, size
+
+    def read(self, n: int | None = -1) -> bytes:
+        if n is None or n < 0:
+            return self._fh.read()
+        if n > 1 << 20:  # only a long read can allocate much: clamp it (tell() costs a system call)
+            n = max(0, min(n, self._size - self._fh.tell()))
+        return self._fh.read(n)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fh, name)
+
+
+def read_dataset(path: str, **options: Any) -> Dataset:
+    """``pydicom.dcmread(path, **options)`` through :class:`_Bounded` (a damaged length cannot allocate more
+    than the file holds); pydicom's own exceptions pass through."""
+    with open(path, "rb") as fh:
+        return pydicom.dcmread(_Bounded(fh, os.fstat(fh.fileno()).st_size), **options)
+
+
 def read_header(path: str) -> _File:
     """Parse one DICOM file up to its pixel data.
 
@@ -123,18 +149,19 @@ def read_header(path: str) -> _File:
         raise NotDicomError(path, describe_non_dicom(path, kind))
     try:
         with open(path, "rb") as fh:
-            ds = pydicom.dcmread(fh, stop_before_pixels=True, force=kind == "unknown")
-            offset = fh.tell()
             size = os.fstat(fh.fileno()).st_size
+            ds = pydicom.dcmread(_Bounded(fh, size), stop_before_pixels=True, force=kind == "unknown")
+            offset = fh.tell()
             if kind == "unknown" and not _looks_like_dicom(ds):
                 raise NotDicomError(path, describe_non_dicom(path, kind))
+            _check_value_lengths(path, ds)
             ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
             little, implicit = _encoding(ds, ts)
             pixel_offset = None
             if ts is not None and str(ts) == DEFLATED:
                 # The body is deflated, so file offsets mean nothing: ask pydicom whether pixels exist.
                 fh.seek(0)
-                if "PixelData" in pydicom.dcmread(fh):
+                if "PixelData" in pydicom.dcmread(_Bounded(fh, size)):
                     pixel_offset = -1
             elif offset < size:
                 try:
@@ -150,6 +177,36 @@ def read_header(path: str) -> _File:
     except Exception as exc:  # pydicom raises many types on damaged files
         raise ReadError(path, f"unreadable DICOM ({type(exc).__name__}: {exc})") from None
     return _File(path, ds, pixel_offset, size)
+
+
+#: Bytes per value of the binary VRs: pydicom refuses, when the value is first used, a length that is not a
+#: multiple (it converts values lazily, so the check is made here, where the file is known).
+_VALUE_SIZES = {"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "FD": 8, "AT": 4, "SV": 8, "UV": 8}
+
+
+def _check_value_lengths(path: str, ds: Dataset) -> None:
+    """Refuse a top-level element whose length does not fit its VR (a damaged length or VR), checked on the raw
+    elements without converting them."""
+    from pydicom.datadict import dictionary_VR
+    from pydicom.valuerep import AMBIGUOUS_VR, STANDARD_VR
+
+    for tag, elem in ds._dict.items():
+        length = getattr(elem, "length", None)
+        if length is None or not hasattr(elem, "value_tell") or length == 0xFFFFFFFF:
+            continue  # converted already, or of undefined length
+        vr = elem.VR
+        if vr is None:
+            try:
+                vr = dictionary_VR(tag)
+            except KeyError:
+                continue
+        elif vr not in STANDARD_VR and vr not in AMBIGUOUS_VR:
+            raise ReadError(path, f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) has an unknown VR {vr!r}: "
+                                  "a damaged header")
+        size = _VALUE_SIZES.get(vr)
+        if size and length % size:
+            raise ReadError(path, f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) holds {length} bytes, not a "
+                                  f"multiple of {size} as its VR {vr} needs: a damaged length or VR")
 
 
 def _looks_like_dicom(ds: Dataset) -> bool:
@@ -170,6 +227,28 @@ def _encoding(ds: Dataset, ts: Any) -> tuple[bool, bool]:
             return bool(uid.is_little_endian), bool(uid.is_implicit_VR)
     return (ds.is_little_endian if ds.is_little_endian is not None else True,
             ds.is_implicit_VR if ds.is_implicit_VR is not None else True)
+
+
+def whole(path: str, ds: Dataset, key: str, default: int, least: int | None = None) -> int:
+    """An integer attribute (``IS``/``US``) of ``ds``, ``default`` when absent or empty.
+
+    Raises:
+        ReadError: the value is not a whole number (``'1A'``) or is below ``least``.
+    """
+    value = ds.get(key, None)
+    if value in (None, ""):
+        return default
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ReadError(path, f"invalid {key} {value!r} (expected a whole number)") from None
+    if least is not None and number < least:
+        raise ReadError(path, f"invalid {key} {number} (expected at least {least})")
+    return number
+
+
+def _n_frames(f: _File) -> int:
+    return whole(f.path, f.ds, "NumberOfFrames", 1, least=1)
 
 
 def list_files(folder: str) -> list[str]:
@@ -274,7 +353,7 @@ def _choose_series(source: str, files: list[_File], series_uid: str | None, forc
         series[str(f.ds.get("SeriesInstanceUID", "") or "")].append(f)
 
     def frames(group: list[_File]) -> int:
-        return sum(int(f.ds.get("NumberOfFrames", 1) or 1) for f in group)
+        return sum(_n_frames(f) for f in group)
 
     def label(uid: str, group: list[_File]) -> str:
         desc = str(group[0].ds.get("SeriesDescription", "") or "").strip()
@@ -337,6 +416,8 @@ def _floats(value: Any, n: int, path: str, name: str) -> np.ndarray:
         arr = np.array([])
     if arr.shape != (n,) or not np.all(np.isfinite(arr)):
         raise ReadError(path, f"invalid {name} {value!r} (expected {n} numbers)")
+    if name == "PixelSpacing" and not np.all(arr > 0):
+        raise ReadError(path, f"invalid PixelSpacing {value!r} (expected 2 positive numbers)")
     return arr
 
 
@@ -354,8 +435,11 @@ def functional_group(ds: Dataset, frame: int, seq: str) -> Dataset | None:
 
 def _frames_of(f: _File, messages: list[str], missing_rescale: list[str]) -> list[_Frame]:
     ds = f.ds
-    instance = int(ds.get("InstanceNumber", 0) or 0)
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    try:
+        instance = int(ds.get("InstanceNumber", 0) or 0)
+    except (TypeError, ValueError, OverflowError):
+        instance = 0  # only breaks ties between slices at one position
+    n_frames = _n_frames(f)
     if "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds:
         out = []
         for i in range(n_frames):
@@ -374,7 +458,7 @@ def _frames_of(f: _File, messages: list[str], missing_rescale: list[str]) -> lis
                 _floats(pos.get("ImagePositionPatient"), 3, f.path, "ImagePositionPatient"),
                 _floats(ori.get("ImageOrientationPatient"), 6, f.path, "ImageOrientationPatient"),
                 tuple(_floats(meas.get("PixelSpacing"), 2, f.path, "PixelSpacing")),  # type: ignore[arg-type]
-                float(meas.get("SliceThickness")) if meas.get("SliceThickness") else None,
+                _positive(meas.get("SliceThickness")),
                 rescale, instance * 100000 + i,
             ))
         return out
@@ -391,7 +475,7 @@ def _frames_of(f: _File, messages: list[str], missing_rescale: list[str]) -> lis
         _floats(ds.ImagePositionPatient, 3, f.path, "ImagePositionPatient"),
         _floats(ds.ImageOrientationPatient, 6, f.path, "ImageOrientationPatient"),
         tuple(_floats(ds.PixelSpacing, 2, f.path, "PixelSpacing")),  # type: ignore[arg-type]
-        float(ds.SliceThickness) if ds.get("SliceThickness") not in (None, "") else None,
+        _positive(ds.get("SliceThickness")),
         rescale, instance,
     )]
 
@@ -401,8 +485,22 @@ def _rescale_dataset(path: str, holder: Dataset, missing: list[str], has_lut: bo
     if has_lut:
         return None
     slope, intercept = holder.get("RescaleSlope"), holder.get("RescaleIntercept")
-    if slope not in (None, "") and intercept not in (None, ""):
-        return holder
+    numbers = {}
+    for name, value in (("RescaleSlope", slope), ("RescaleIntercept", intercept)):
+        if value not in (None, ""):
+            try:
+                numbers[name] = float(value)
+            except (TypeError, ValueError):
+                numbers[name] = float("nan")
+            if not np.isfinite(numbers[name]) or (name == "RescaleSlope" and numbers[name] == 0):
+                raise ReadError(path, f"invalid {name} {value!r} (expected a finite number"
+                                      f"{', not 0' if name == 'RescaleSlope' else ''})")
+    if len(numbers) == 2:
+        if isinstance(slope, (int, float)) and isinstance(intercept, (int, float)):
+            return holder
+        stand_in = Dataset()  # numbers stored as text under a wrong VR: give the LUT the numbers
+        stand_in.RescaleSlope, stand_in.RescaleIntercept = numbers["RescaleSlope"], numbers["RescaleIntercept"]
+        return stand_in
     stand_in = Dataset()
     stand_in.RescaleSlope = slope if slope not in (None, "") else 1
     stand_in.RescaleIntercept = intercept if intercept not in (None, "") else 0
@@ -421,7 +519,7 @@ def _build_scan(source: str, files: list[_File], messages: list[str]) -> Scan:
     sizes = defaultdict(list)
     for fr in frames:
         ds = fr.file.ds
-        sizes[(int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0))].append(fr)
+        sizes[(whole(fr.file.path, ds, "Rows", 0), whole(fr.file.path, ds, "Columns", 0))].append(fr)
     if len(sizes) > 1:
         parts = sorted(sizes.items(), key=lambda kv: -len(kv[1]))
         listed = "; ".join(f"{r}x{c} in {len(g)} image(s), e.g. {os.path.basename(g[0].file.path)}"
@@ -432,7 +530,7 @@ def _build_scan(source: str, files: list[_File], messages: list[str]) -> Scan:
         raise ReadError(frames[0].file.path, "no Rows/Columns")
     for fr in frames:
         ds = fr.file.ds
-        if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        if whole(fr.file.path, ds, "SamplesPerPixel", 1) != 1:
             raise ReadError(fr.file.path, f"colour image ({ds.SamplesPerPixel} samples per pixel) is not CT")
 
     ref = frames[0]
@@ -479,7 +577,7 @@ def _build_scan(source: str, files: list[_File], messages: list[str]) -> Scan:
                            "(gantry tilt); each slice is still exact, the volume is sheared")
     else:
         ds = frames[0].file.ds
-        spacing_z = float(ds.get("SpacingBetweenSlices") or 0) or frames[0].thickness or 0.0
+        spacing_z = _positive(ds.get("SpacingBetweenSlices")) or frames[0].thickness or 0.0
         if not spacing_z:
             spacing_z = 1.0
             note(messages, f"{source}: single slice without SliceThickness; slice spacing set to 1 mm")
@@ -490,6 +588,10 @@ def _build_scan(source: str, files: list[_File], messages: list[str]) -> Scan:
                        f"e.g. {os.path.basename(missing_rescale[0])}; assumed slope {float(first.RescaleSlope):g} "
                        f"and intercept {float(first.RescaleIntercept):g}")
 
+    image_files = list({id(fr.file): fr.file for fr in frames}.values())
+    check_voxels(source, (len(frames), rows, cols), "the series" if len(image_files) > 1 else "the header")
+    for f in image_files:
+        _check_pixel_length(f, rows, cols)
     hu = _decode_hu(frames, rows, cols)
     if missing_rescale and float(np.percentile(hu, 1)) >= 0:
         note(messages, f"{source}: without a rescale intercept the lowest values are {hu.min():.0f}, not about "
@@ -523,11 +625,12 @@ def _build_scan(source: str, files: list[_File], messages: list[str]) -> Scan:
 
 
 def _positive(value: Any) -> float | None:
+    """``value`` as a finite positive number, else None (absent, text, NaN, zero, negative)."""
     try:
         v = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
-    return v if v > 0 else None
+    return v if v > 0 and np.isfinite(v) else None
 
 
 def _patient_size(source: str, ds: Dataset, messages: list[str]) -> float | None:
@@ -584,11 +687,12 @@ def _decode_hu(frames: list[_Frame], rows: int, cols: int) -> np.ndarray:
     for ks in by_file.values():
         f = frames[ks[0]].file
         raw = _stored_values(f, rows, cols)
-        padding = _padding_mask_fn(f.ds)
+        padding = _padding_mask_fn(f.path, f.ds)
         for k in ks:
             fr = frames[k]
             stored = raw[fr.index]
             hu[k] = apply_modality_lut(stored, fr.rescale if fr.rescale is not None else f.ds)
+            check_finite(f.path, hu[k])
             if padding is not None:
                 mask = padding(stored)
                 if mask.any():
@@ -596,25 +700,51 @@ def _decode_hu(frames: list[_Frame], rows: int, cols: int) -> np.ndarray:
     return hu
 
 
-def _padding_mask_fn(ds: Dataset):
-    value = ds.get("PixelPaddingValue")
+def _padding_mask_fn(path: str, ds: Dataset):
+    value = whole(path, ds, "PixelPaddingValue", None)  # a number even when a damaged VR made it text
     if value is None:
         return None
-    limit = ds.get("PixelPaddingRangeLimit")
+    limit = whole(path, ds, "PixelPaddingRangeLimit", None)
     lo, hi = (value, value) if limit is None else (min(value, limit), max(value, limit))
     return lambda arr: (arr >= lo) & (arr <= hi)
+
+
+def _native_dtype(f: _File) -> np.dtype | None:
+    """The stored values' dtype when the pixel data are uncompressed at a known offset, else None."""
+    ds = f.ds
+    ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
+    bits = whole(f.path, ds, "BitsAllocated", 16)
+    signed = whole(f.path, ds, "PixelRepresentation", 0) == 1
+    if ts in _NATIVE_SYNTAXES and f.pixel_offset is not None and f.pixel_offset >= 0 and bits in (8, 16, 32):
+        return np.dtype(f"{_NATIVE_SYNTAXES[ts]}{'i' if signed else 'u'}{bits // 8}")
+    return None
+
+
+def _check_pixel_length(f: _File, rows: int, cols: int) -> None:
+    """Refuse, before the volume is allocated, a file whose uncompressed pixel data cannot hold what
+    Rows, Columns, NumberOfFrames and BitsAllocated claim."""
+    dtype = _native_dtype(f)
+    n_frames = _n_frames(f)
+    check_voxels(f.path, (n_frames, rows, cols))
+    if dtype is None:
+        return
+    need = rows * cols * n_frames * dtype.itemsize
+    have = f.size - f.pixel_offset - 8  # at most: an element header takes 8 or 12 bytes
+    if have < need:
+        raise ReadError(f.path, f"truncated: pixel data holds at most {max(have, 0)} bytes, {rows}x{cols}x{n_frames} "
+                                f"pixels of {dtype.itemsize} byte(s) need {need}")
 
 
 def _stored_values(f: _File, rows: int, cols: int) -> np.ndarray:
     """Stored pixel values ``[frames, rows, cols]`` of one file (native read, else pydicom decode)."""
     ds = f.ds
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    n_frames = _n_frames(f)
     ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
-    bits = int(ds.get("BitsAllocated", 16) or 16)
-    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
-    if ts in _NATIVE_SYNTAXES and f.pixel_offset is not None and f.pixel_offset >= 0 and bits in (8, 16, 32):
+    bits = whole(f.path, ds, "BitsAllocated", 16)
+    signed = whole(f.path, ds, "PixelRepresentation", 0) == 1
+    dtype = _native_dtype(f)
+    if dtype is not None:
         little, implicit = _encoding(ds, ts)
-        dtype = np.dtype(f"{_NATIVE_SYNTAXES[ts]}{'i' if signed else 'u'}{bits // 8}")
         need = rows * cols * n_frames * dtype.itemsize
         with open(f.path, "rb") as fh:
             _, length, head = _element_header(fh, f.pixel_offset, little, implicit)
@@ -626,7 +756,7 @@ def _stored_values(f: _File, rows: int, cols: int) -> np.ndarray:
             raise ReadError(f.path, f"truncated: pixel data holds {len(data)} bytes, {rows}x{cols}x{n_frames} "
                                     f"pixels need {need}")
         arr = np.frombuffer(data, dtype).reshape(n_frames, rows, cols)
-        stored_bits = int(ds.get("BitsStored", bits) or bits)
+        stored_bits = whole(f.path, ds, "BitsStored", bits)
         if signed and stored_bits < bits:
             shift = bits - stored_bits  # sign-extend the stored bits, as pydicom does
             arr = (arr.astype(dtype.newbyteorder("=")) << shift) >> shift
@@ -638,7 +768,7 @@ def _decode_with_pydicom(f: _File, n_frames: int) -> np.ndarray:
     ts = UID(str(f.ds.file_meta.get("TransferSyntaxUID", ""))) if hasattr(f.ds, "file_meta") else None
     name = ts.name if ts else "unknown transfer syntax"
     try:
-        full = pydicom.dcmread(f.path)
+        full = read_dataset(f.path)
         arr = full.pixel_array
     except (NotImplementedError, RuntimeError, ImportError) as exc:
         text = str(exc)

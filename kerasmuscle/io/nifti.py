@@ -7,13 +7,16 @@ Writing reverses this exactly, so a label map written next to a scan reads back 
 
 from __future__ import annotations
 
+import gzip
+import math
 import os
+import zlib
 
 import numpy as np
 
 from kerasmuscle.errors import ReadError
 from kerasmuscle.fileutil import atomic_path
-from kerasmuscle.io.scan import LabelVolume, Scan, check_axial, note
+from kerasmuscle.io.scan import LabelVolume, Scan, check_axial, check_finite, check_voxels, note
 
 # (slice, row, col) <-> NIfTI (i=col, j=row, k=slice), and DICOM LPS <-> NIfTI RAS.
 _PERMUTE = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)
@@ -34,7 +37,41 @@ def _load(path: str):
         shape = shape[:3]
     if len(shape) not in (2, 3):
         raise ReadError(path, f"NIfTI with shape {tuple(img.shape)} is not a 3-D volume")
+    check_voxels(path, img.shape, "the NIfTI header")
+    _check_data_present(path, img)
     return img, shape
+
+
+#: Compressed voxel data larger than this is counted before nibabel allocates its buffer for it.
+_COUNT_ABOVE = 64 * 2 ** 20
+
+
+def _check_data_present(path: str, img) -> None:
+    """Refuse a file that ends before the voxels its header claims, before anything is allocated for them."""
+    header = img.header
+    try:
+        need = int(header.get_data_offset()) + math.prod(img.shape) * header.get_data_dtype().itemsize
+        data_file = img.file_map["image"].filename or path
+    except Exception as exc:  # a header nibabel loaded but cannot size
+        raise ReadError(path, f"invalid NIfTI header ({type(exc).__name__}: {exc})") from None
+    if data_file.lower().endswith(".gz"):
+        if need <= _COUNT_ABOVE:
+            return  # nibabel's own short-read error is cheap at this size
+        have = 0
+        try:
+            with gzip.open(data_file, "rb") as fh:
+                while have < need:
+                    chunk = fh.read(min(16 * 2 ** 20, need - have))
+                    if not chunk:
+                        break
+                    have += len(chunk)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise ReadError(path, f"corrupt gzip stream ({type(exc).__name__}: {exc})") from None
+    else:
+        have = os.path.getsize(data_file) if os.path.isfile(data_file) else 0
+    if have < need:
+        raise ReadError(path, f"truncated: the header claims {img.shape} voxels of {header.get_data_dtype()} "
+                              f"({need:,} bytes with the header), the file holds {have:,}")
 
 
 def _to_dicom_layout(path: str, data: np.ndarray, affine: np.ndarray, messages: list[str]):
@@ -45,12 +82,18 @@ def _to_dicom_layout(path: str, data: np.ndarray, affine: np.ndarray, messages: 
         data = data[:, :, None]
     elif data.ndim == 4:
         data = data[..., 0]
-    current = no.io_orientation(affine)
-    transform = no.ornt_transform(current, no.axcodes2ornt(("L", "P", "S")))
+    affine = np.asarray(affine, float)
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise ReadError(path, f"degenerate NIfTI affine (NaN, infinite or singular): {np.round(affine, 4).tolist()}")
+    try:
+        current = no.io_orientation(affine)
+        transform = no.ornt_transform(current, no.axcodes2ornt(("L", "P", "S")))
+    except (ValueError, np.linalg.LinAlgError) as exc:
+        raise ReadError(path, f"degenerate NIfTI affine ({exc})") from None
     data = no.apply_orientation(data, transform)
     lps = _LPS_RAS @ affine @ no.inv_ornt_aff(transform, data.shape)
     cols, rows, slices = (np.linalg.norm(lps[:3, i]) for i in range(3))
-    if min(cols, rows, slices) <= 0:
+    if not min(cols, rows, slices) > 0 or not np.isfinite(lps).all():
         raise ReadError(path, "degenerate NIfTI affine (a voxel size is zero)")
     orientation = np.concatenate([lps[:3, 0] / cols, lps[:3, 1] / rows])
     check_axial(path, orientation, messages)
@@ -78,6 +121,7 @@ def read_nifti_scan(path: str | os.PathLike) -> Scan:
     except Exception as exc:
         raise ReadError(path, f"cannot read NIfTI voxel data ({type(exc).__name__}: {exc}); truncated?") from None
     hu, spacing, positions, orientation = _to_dicom_layout(path, data, img.affine, messages)
+    check_finite(path, hu)
     if hu.size and float(np.percentile(hu, 1)) >= -10:
         note(messages, f"{path}: lowest values are about {np.percentile(hu, 1):.0f}; CT in HU has air near -1000")
     return Scan(hu=hu.astype(np.float32, copy=False), spacing=spacing, positions=positions,

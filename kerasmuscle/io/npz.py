@@ -8,6 +8,7 @@ slice's first pixel) and ``orientation`` (6 DICOM direction cosines). ``image`` 
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
 
@@ -16,16 +17,42 @@ import numpy as np
 from kerasmuscle.errors import ReadError
 from kerasmuscle.fileutil import atomic_path
 from kerasmuscle.io.nifti import as_label_array
-from kerasmuscle.io.scan import AXIAL_ORIENTATION, LabelVolume, Scan, check_axial, slice_normal
+from kerasmuscle.io.scan import (AXIAL_ORIENTATION, LabelVolume, Scan, check_axial, check_finite, check_voxels,
+                                  slice_normal)
+
+
+def _check_members(path: str) -> None:
+    """Refuse, before numpy allocates anything, a member whose ``.npy`` header claims more than it holds."""
+    fmt = np.lib.format
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with archive.open(info) as fh:
+                version = fmt.read_magic(fh)
+                read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+                shape, _, dtype = read(fh)
+                start = fh.tell()
+            name = info.filename[:-4]
+            if dtype.hasobject:
+                raise ReadError(path, f"'{name}' holds Python objects, not numbers")
+            check_voxels(path, shape or (1,), f"'{name}'")
+            need = start + math.prod(shape) * dtype.itemsize
+            if info.file_size < need:
+                raise ReadError(path, f"truncated: '{name}' claims shape {shape} of {dtype} ({need:,} bytes), "
+                                      f"the archive holds {info.file_size:,}")
 
 
 def _open(path: str) -> dict[str, np.ndarray]:
+    if not os.path.exists(path):
+        raise ReadError(path, "no such file")
     try:
+        _check_members(path)
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise ReadError(path, "no such file") from None
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+    except ReadError:
+        raise
+    except Exception as exc:  # zipfile, zlib and numpy raise many types on a damaged archive
         raise ReadError(path, f"not a readable .npz archive ({type(exc).__name__}: {exc})") from None
 
 
@@ -35,8 +62,10 @@ def _pick(path: str, arrays: dict[str, np.ndarray], names: tuple[str, ...], what
             arr = np.asarray(arrays[name])
             if arr.ndim == 2:
                 arr = arr[None]
-            if arr.ndim != 3:
+            if arr.ndim != 3 or arr.size == 0:
                 raise ReadError(path, f"'{name}' has shape {arr.shape}; expected [slices, rows, cols]")
+            if arr.dtype.kind not in "biuf":
+                raise ReadError(path, f"'{name}' holds {arr.dtype} values; expected real numbers")
             return arr
     raise ReadError(path, f"no {what} array: expected one of {', '.join(repr(n) for n in names)}, "
                           f"found {', '.join(repr(k) for k in arrays) or 'nothing'}")
@@ -47,17 +76,22 @@ def _geometry(path: str, arrays: dict[str, np.ndarray], n: int, messages: list[s
         if required:
             raise ReadError(path, "no 'spacing' array (slice, row, col in mm)")
         return None
-    spacing = np.asarray(arrays["spacing"], float).ravel()
-    if spacing.shape != (3,) or not np.all(spacing > 0):
+    try:
+        spacing = np.asarray(arrays["spacing"], float).ravel()
+        orientation = np.asarray(arrays.get("orientation", AXIAL_ORIENTATION), float).ravel()
+        positions = np.asarray(arrays["positions"], float) if "positions" in arrays else None
+    except (TypeError, ValueError):
+        raise ReadError(path, "'spacing', 'orientation' and 'positions' must be numbers") from None
+    if spacing.shape != (3,) or not np.all(spacing > 0) or not np.isfinite(spacing).all():
         raise ReadError(path, f"'spacing' must be 3 positive numbers (slice, row, col mm), got {spacing.tolist()}")
-    orientation = np.asarray(arrays.get("orientation", AXIAL_ORIENTATION), float).ravel()
     if orientation.shape != (6,):
         raise ReadError(path, f"'orientation' must be 6 direction cosines, got {orientation.tolist()}")
     check_axial(path, orientation, messages)
-    if "positions" in arrays:
-        positions = np.asarray(arrays["positions"], float)
+    if positions is not None:
         if positions.shape != (n, 3):
             raise ReadError(path, f"'positions' has shape {positions.shape}; expected ({n}, 3)")
+        if not np.isfinite(positions).all():
+            raise ReadError(path, "'positions' holds NaN or infinite values")
     else:
         positions = np.arange(n)[:, None] * spacing[0] * slice_normal(orientation)[None, :]
     return (tuple(float(s) for s in spacing), positions, tuple(float(v) for v in orientation))
@@ -68,6 +102,7 @@ def read_npz_scan(path: str | os.PathLike) -> Scan:
     path = os.fspath(path)
     arrays = _open(path)
     hu = _pick(path, arrays, ("hu", "image"), "image").astype(np.float32)
+    check_finite(path, hu)
     messages: list[str] = []
     spacing, positions, orientation = _geometry(path, arrays, len(hu), messages)
     return Scan(hu=hu, spacing=spacing, positions=positions, orientation=orientation, source=path,

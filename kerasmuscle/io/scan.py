@@ -9,6 +9,8 @@ and orientation are in DICOM patient coordinates (LPS, millimetres).
 
 from __future__ import annotations
 
+import math
+import os
 import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -19,6 +21,11 @@ from kerasmuscle.errors import ReadError, ScanWarning
 
 if TYPE_CHECKING:
     from pydicom import Dataset
+
+#: The most voxels a reader allocates for one volume unless ``KERASMUSCLE_MAX_VOXELS`` says otherwise: 2**29
+#: (536,870,912 voxels, 2 GiB as float32 HU; 2,048 slices of 512x512). A header that claims more is refused
+#: before any pixel array is made.
+MAX_VOXELS = 2 ** 29
 
 #: Row and column direction cosines of a standard axial slice (patient supine, head first).
 AXIAL_ORIENTATION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -195,10 +202,11 @@ class LabelVolume:
 
 
 def slice_normal(orientation: tuple[float, ...] | np.ndarray) -> np.ndarray:
-    """Unit normal of slices with the given six direction cosines."""
+    """Unit normal of slices with the given six direction cosines (NaN when they are parallel or zero)."""
     o = np.asarray(orientation, float)
     n = np.cross(o[:3], o[3:])
-    return n / np.linalg.norm(n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return n / np.linalg.norm(n)
 
 
 def make_affine(origin: np.ndarray, orientation: tuple[float, ...], spacing: tuple[float, float, float]) -> np.ndarray:
@@ -218,6 +226,39 @@ def make_affine(origin: np.ndarray, orientation: tuple[float, ...], spacing: tup
     return aff
 
 
+def max_voxels() -> int:
+    """The voxel limit of :func:`check_voxels`: ``KERASMUSCLE_MAX_VOXELS`` when set, else :data:`MAX_VOXELS`."""
+    value = os.environ.get("KERASMUSCLE_MAX_VOXELS", "")
+    return int(value) if value.strip().isdigit() and int(value) > 0 else MAX_VOXELS
+
+
+def check_voxels(path: str, shape: tuple[int, ...], what: str = "the header") -> None:
+    """Refuse, before allocating, a volume whose claimed shape is empty, negative or over :func:`max_voxels`.
+
+    Raises:
+        ReadError: naming the file, the shape and the limit.
+    """
+    shape = tuple(int(s) for s in shape)
+    if any(s <= 0 for s in shape):
+        raise ReadError(path, f"{what} claims an empty or negative shape {shape}")
+    n = math.prod(shape)
+    if n > max_voxels():
+        raise ReadError(path, f"{what} claims {' x '.join(map(str, shape))} = {n:,} voxels, more than the "
+                              f"{max_voxels():,} kerasmuscle reads (set KERASMUSCLE_MAX_VOXELS to allow more)")
+
+
+def check_finite(path: str, hu: np.ndarray) -> None:
+    """Refuse an image with NaN or infinite values (a damaged file, or a rescale that overflows).
+
+    Raises:
+        ReadError: naming the file and how many values are bad.
+    """
+    if not np.isfinite(hu).all():
+        bad = int(np.count_nonzero(~np.isfinite(hu)))
+        raise ReadError(path, f"{bad:,} of {hu.size:,} values are NaN or infinite (damaged data or an "
+                              "overflowing rescale)")
+
+
 def note(messages: list[str], text: str) -> None:
     """Record a reader warning: keep it on the scan and raise it as a :class:`ScanWarning`."""
     messages.append(text)
@@ -225,7 +266,14 @@ def note(messages: list[str], text: str) -> None:
 
 
 def check_axial(path: str, orientation: np.ndarray, messages: list[str]) -> None:
-    """Refuse sagittal or coronal slices; warn when axial slices are tilted by more than 5 degrees."""
+    """Refuse sagittal or coronal slices, and direction cosines that are not two perpendicular unit vectors;
+    warn when axial slices are tilted by more than 5 degrees."""
+    o = np.asarray(orientation, float)
+    row, col = o[:3], o[3:]
+    if o.shape != (6,) or not np.isfinite(o).all() or abs(np.linalg.norm(row) - 1) > 0.01 or \
+            abs(np.linalg.norm(col) - 1) > 0.01 or abs(row @ col) > 0.01:
+        raise ReadError(path, f"invalid orientation {np.round(o, 4).tolist()}: the row and column directions "
+                              "must be two perpendicular unit vectors")
     n = slice_normal(orientation)
     axis = int(np.argmax(np.abs(n)))
     if axis != 2:

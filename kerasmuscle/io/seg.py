@@ -15,8 +15,8 @@ from collections import defaultdict
 import numpy as np
 
 from kerasmuscle.errors import MissingExtraError, ReadError
-from kerasmuscle.io.dicom import SEG_SOP_CLASSES, functional_group
-from kerasmuscle.io.scan import LabelVolume, Scan, check_axial, regular_spacing, slice_normal
+from kerasmuscle.io.dicom import SEG_SOP_CLASSES, _floats, _positive, functional_group, read_dataset, whole
+from kerasmuscle.io.scan import LabelVolume, Scan, check_axial, check_voxels, regular_spacing, slice_normal
 from kerasmuscle.labels import CATEGORY, MUSCLE_LABELS, Label
 
 def read_seg(path: str | os.PathLike) -> LabelVolume:
@@ -38,24 +38,46 @@ def read_seg(path: str | os.PathLike) -> LabelVolume:
 
     path = os.fspath(path)
     try:
-        ds = pydicom.dcmread(path)
+        ds = read_dataset(path)
     except FileNotFoundError:
         raise ReadError(path, "no such file") from None
     except Exception as exc:
         raise ReadError(path, f"not a readable DICOM file ({type(exc).__name__}: {exc})") from None
+    try:
+        return _read_seg(path, ds)
+    except (ReadError, MemoryError):
+        raise
+    except Exception as exc:  # pydicom converts values lazily, and raises many types on damaged ones
+        raise ReadError(path, f"damaged SEG ({type(exc).__name__}: {exc})") from None
+
+
+def _read_seg(path: str, ds) -> LabelVolume:
+    import pydicom
+
     sop = str(ds.get("SOPClassUID", ""))
     if sop not in SEG_SOP_CLASSES:
         raise ReadError(path, f"not a DICOM Segmentation (it is {pydicom.uid.UID(sop).name or 'unknown'})")
     seg_type = str(ds.get("SegmentationType", "BINARY")).upper()
+    if seg_type not in ("BINARY", "FRACTIONAL", "LABELMAP"):
+        raise ReadError(path, f"unknown SegmentationType {seg_type!r} (expected BINARY, FRACTIONAL or LABELMAP)")
+    n_frames = whole(path, ds, "NumberOfFrames", 1, least=1)
+    rows, cols = whole(path, ds, "Rows", 0, least=1), whole(path, ds, "Columns", 0, least=1)
+    check_voxels(path, (n_frames, rows, cols))
     try:
         frames = np.asarray(ds.pixel_array)
     except Exception as exc:
         raise ReadError(path, f"cannot decode SEG pixel data ({type(exc).__name__}: {exc})") from None
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-    frames = frames.reshape(n_frames, int(ds.Rows), int(ds.Columns))
-    names = {int(s.SegmentNumber): str(s.get("SegmentLabel", "")) for s in ds.get("SegmentSequence", [])}
+    if frames.size != n_frames * rows * cols:
+        raise ReadError(path, f"pixel data hold {frames.size} values, but NumberOfFrames x Rows x Columns = "
+                              f"{n_frames} x {rows} x {cols} = {n_frames * rows * cols}")
+    frames = frames.reshape(n_frames, rows, cols)
+    if "SegmentSequence" not in ds or not len(ds.SegmentSequence):
+        raise ReadError(path, "no SegmentSequence: the SEG does not say what its segments are")
+    names = {whole(path, s, "SegmentNumber", 0, least=1): str(s.get("SegmentLabel", "")) for s in ds.SegmentSequence}
     if any(n > 255 for n in names):
         raise ReadError(path, f"segment numbers up to {max(names)} do not fit a uint8 label map")
+    if seg_type == "LABELMAP" and frames.size and int(frames.max()) > 255:
+        raise ReadError(path, f"label values up to {int(frames.max())} do not fit a uint8 label map")
 
     positions, orientations, segments, refs, spacings = [], [], [], [], []
     for i in range(n_frames):
@@ -63,16 +85,24 @@ def read_seg(path: str | os.PathLike) -> LabelVolume:
                           ("PlanePositionSequence", "PlaneOrientationSequence", "PixelMeasuresSequence"))
         if pos is None or ori is None or meas is None:
             raise ReadError(path, f"frame {i + 1} lacks plane position, orientation or pixel measures")
-        positions.append(np.array([float(v) for v in pos.ImagePositionPatient]))
-        orientations.append(np.array([float(v) for v in ori.ImageOrientationPatient]))
-        spacings.append(tuple(float(v) for v in meas.PixelSpacing))
+        where = f"frame {i + 1}'s"
+        positions.append(_floats(pos.get("ImagePositionPatient"), 3, path, f"{where} ImagePositionPatient"))
+        orientations.append(_floats(ori.get("ImageOrientationPatient"), 6, path, f"{where} ImageOrientationPatient"))
+        spacing = _floats(meas.get("PixelSpacing"), 2, path, f"{where} PixelSpacing")
+        if not np.all(spacing > 0):
+            raise ReadError(path, f"invalid {where} PixelSpacing {spacing.tolist()} (expected 2 positive numbers)")
+        spacings.append(tuple(float(v) for v in spacing))
         ident = functional_group(ds, i, "SegmentIdentificationSequence")
-        segments.append(int(ident.ReferencedSegmentNumber) if ident is not None else 0)
+        segments.append(whole(path, ident, "ReferencedSegmentNumber", 0) if ident is not None else 0)
         der = functional_group(ds, i, "DerivationImageSequence")
         srcs = der.get("SourceImageSequence", []) if der is not None else []
-        refs.append(tuple(str(s.ReferencedSOPInstanceUID) for s in srcs))
+        refs.append(tuple(str(s.ReferencedSOPInstanceUID) for s in srcs if s.get("ReferencedSOPInstanceUID")))
     if seg_type != "LABELMAP" and any(s == 0 for s in segments):
         raise ReadError(path, "a frame does not say which segment it belongs to")
+    nowhere = sorted({s for s in segments if s and s not in names})
+    if seg_type != "LABELMAP" and nowhere:
+        raise ReadError(path, f"frames refer to segment(s) {', '.join(map(str, nowhere))}, which the SEG does not "
+                              f"describe (its segments are {', '.join(map(str, sorted(names)))})")
     orientation = orientations[0]
     if any(np.abs(o - orientation).max() > 1e-3 for o in orientations):
         raise ReadError(path, "SEG frames have different orientations")
@@ -92,7 +122,10 @@ def read_seg(path: str | os.PathLike) -> LabelVolume:
         slice_of[i] = len(slice_locs) - 1
 
     array = np.zeros((len(slice_locs), frames.shape[1], frames.shape[2]), np.uint8)
-    max_frac = float(ds.get("MaximumFractionalValue", 255) or 255)
+    max_frac = _positive(ds.get("MaximumFractionalValue", 255))
+    if max_frac is None:
+        raise ReadError(path, f"invalid MaximumFractionalValue {ds.get('MaximumFractionalValue')!r} (expected a "
+                              "positive number)")
     overlaps: dict[tuple[int, int], int] = defaultdict(int)
     slice_refs: list[set[str]] = [set() for _ in slice_locs]
     for i in range(n_frames):
@@ -117,8 +150,9 @@ def read_seg(path: str | os.PathLike) -> LabelVolume:
     if len(slice_locs) > 1:
         spacing_z = regular_spacing(path, np.array(slice_locs), messages)
     else:
-        spacing_z = float(meas.get("SpacingBetweenSlices") or meas.get("SliceThickness") or 1.0)
-    ref_series = [str(r.SeriesInstanceUID) for r in ds.get("ReferencedSeriesSequence", []) if "SeriesInstanceUID" in r]
+        spacing_z = _positive(meas.get("SpacingBetweenSlices")) or _positive(meas.get("SliceThickness")) or 1.0
+    ref_series = [str(r.SeriesInstanceUID) for r in ds.get("ReferencedSeriesSequence", None) or []
+                  if "SeriesInstanceUID" in r]
     return LabelVolume(
         array=array,
         geometry=((spacing_z, spacings[0][0], spacings[0][1]), np.stack(slice_pos),
