@@ -11,7 +11,8 @@
    ``lean_memory`` on and off, ONNX int8, LiteRT float32 and int8). Goals: import <= 0.3 s, peak RSS <= 350 MB.
    ``--memory``: only this, step by step (interpreter, ONNX Runtime import, session, read, preprocess, one
    inference, post-processing, the whole case) for the default, ``lean_memory=False`` and ``low_memory=True``,
-   with a check that all three give the same labels and probabilities.
+   with a check that all three give the same labels and probabilities, and the time ``low_memory`` costs
+   (both sessions in one process, runs interleaved).
 4. End to end per case: ``predict_batch`` on synthetic 3-slice DICOM cases at 512x512 (read, predict,
    measure, write NIfTI, NPZ, DICOM SEG, PNG, CSV, JSON) against the model's share of that time. Goal:
    everything around the model <= 10 % of the case time.
@@ -220,6 +221,24 @@ np.savez(sys.argv[4], labels=r.labels, probabilities=y)
 print(json.dumps({"steps": steps, "seconds_per_slice": seconds, "model_s": r.seconds["model"] / len(r.slices)}))
 """
 
+# The time low_memory costs: both sessions in one process (glibc's threshold fixed for both), runs interleaved.
+ARENA_COST = """
+import json, sys, time
+import numpy as np
+from kerasmuscle.predict.runtimes import OnnxModel
+models = {"lean": OnnxModel(sys.argv[1]), "low": OnnxModel(sys.argv[1], low_memory=True)}
+x = np.random.default_rng(1).uniform(-1, 1, (1, int(sys.argv[3]), int(sys.argv[3]), 1)).astype(np.float32)
+times = {k: [] for k in models}
+for k, m in models.items():
+    m.run(x)
+for _ in range(int(sys.argv[2])):
+    for k, m in models.items():
+        t, c = time.perf_counter(), time.process_time()
+        m.run(x)
+        times[k].append((time.perf_counter() - t, time.process_time() - c))
+print(json.dumps({k: [float(np.median([v[j] for v in t])) for j in (0, 1)] for k, t in times.items()}))
+"""
+
 MEMORY_VARIANTS = {"lean (default)": "1", "lean_memory=False": "0", "low_memory=True": "low"}
 
 
@@ -300,12 +319,19 @@ def main(argv=None) -> int:
             bundle, cohort, _ = build_bundle(Path(tmp), args.preset, args.image_size, onnx_only=True)
             case = sorted(cohort.glob("case_*"))[0] / "dicom"
             report = memory_breakdown(bundle, case, args.repeats, Path(tmp))
+            res = subprocess.run([sys.executable, "-c", ARENA_COST, str(bundle / "model.onnx"), str(args.rounds),
+                                  str(args.image_size)], capture_output=True, text=True, cwd=ROOT, check=True)
+            cost = json.loads(res.stdout.strip().splitlines()[-1])
         if args.json:
-            print(json.dumps(report, indent=2))
+            print(json.dumps({"variants": report, "arena_cost": cost}, indent=2))
         else:
             print(f"{args.preset} U-Net float32 at {args.image_size}x{args.image_size}, batch 1, ONNX Runtime's "
                   f"default threads; medians of {args.repeats} fresh processes per variant, interleaved")
             print_memory(report)
+            print(f"one process, {args.rounds} interleaved runs, medians: lean {cost['lean'][0]:.3f} s wall, "
+                  f"{cost['lean'][1]:.3f} s CPU; low_memory {cost['low'][0]:.3f} s wall, {cost['low'][1]:.3f} s CPU "
+                  f"-> low_memory costs {cost['low'][0] / cost['lean'][0] - 1:+.1%} wall, "
+                  f"{cost['low'][1] / cost['lean'][1] - 1:+.1%} CPU time per slice")
         return 0
 
     from kerasmuscle.model import forward_flops
