@@ -8,8 +8,8 @@
    1.15x the floor; reduced precision >= 2.5x faster than ONNX float32.
 3. The predictor process: import time of ``kerasmuscle.predict`` (fresh interpreters, median) and peak RSS
    of processes that load the bundle and segment a case of three 512x512 slices at batch 1 (ONNX float32 with
-   ``lean_memory`` on and off, ONNX int8, LiteRT float32 and int8). Goals: import <= 0.3 s, peak RSS <= 350 MB.
-   ``--memory``: only this, step by step (interpreter, ONNX Runtime import, session, read, preprocess, one
+   ``lean_memory`` on and off and with ``low_memory``, ONNX int8, LiteRT float32 and int8). Goals: import
+   <= 0.3 s, peak RSS <= 350 MB. ``--memory``: only this, step by step (interpreter, ONNX Runtime import, session, read, preprocess, one
    inference, post-processing, the whole case) for the default, ``lean_memory=False`` and ``low_memory=True``,
    with a check that all three give the same labels and probabilities, and the time ``low_memory`` costs
    (both sessions in one process, runs interleaved).
@@ -23,7 +23,7 @@ here; ``kerasmuscle export`` measures it on held-out slices of a trained model.
 Usage:
     python bench/predict.py              # the README figures
     python bench/predict.py --rounds 3 --cases 2 --json
-    python bench/predict.py --memory     # the float32 memory breakdown in the README
+    python bench/predict.py --memory --repeats 3 --rounds 5    # the float32 memory breakdown in the README
 """
 
 from __future__ import annotations
