@@ -8,7 +8,11 @@
    1.15x the floor; reduced precision >= 2.5x faster than ONNX float32.
 3. The predictor process: import time of ``kerasmuscle.predict`` (fresh interpreters, median) and peak RSS
    of processes that load the bundle and segment a case of three 512x512 slices at batch 1 (ONNX float32 with
-   ``lean_memory`` on and off, ONNX int8, LiteRT float32 and int8). Goals: import <= 0.3 s, peak RSS <= 350 MB.
+   ``lean_memory`` on and off and with ``low_memory``, ONNX int8, LiteRT float32 and int8). Goals: import
+   <= 0.3 s, peak RSS <= 350 MB. ``--memory``: only this, step by step (interpreter, ONNX Runtime import, session, read, preprocess, one
+   inference, post-processing, the whole case) for the default, ``lean_memory=False`` and ``low_memory=True``,
+   with a check that all three give the same labels and probabilities, and the time ``low_memory`` costs
+   (both sessions in one process, runs interleaved).
 4. End to end per case: ``predict_batch`` on synthetic 3-slice DICOM cases at 512x512 (read, predict,
    measure, write NIfTI, NPZ, DICOM SEG, PNG, CSV, JSON) against the model's share of that time. Goal:
    everything around the model <= 10 % of the case time.
@@ -19,6 +23,7 @@ here; ``kerasmuscle export`` measures it on held-out slices of a trained model.
 Usage:
     python bench/predict.py              # the README figures
     python bench/predict.py --rounds 3 --cases 2 --json
+    python bench/predict.py --memory --repeats 3 --rounds 5    # the float32 memory breakdown in the README
 """
 
 from __future__ import annotations
@@ -62,8 +67,9 @@ def ort_matmul_peak(threads: int, n: int = 4096, rounds: int = 5) -> float:
     return 2 * n ** 3 / best / 1e9
 
 
-def build_bundle(workdir: Path, preset: str, size: int) -> tuple[Path, Path, object]:
-    """A synthetic 512x512 cohort and a bundle of a randomly initialised network, built with the export code."""
+def build_bundle(workdir: Path, preset: str, size: int, onnx_only: bool = False) -> tuple[Path, Path, object]:
+    """A synthetic 512x512 cohort and a bundle of a randomly initialised network, built with the export code
+    (only its ONNX float32 model with ``onnx_only``)."""
     import numpy as np
 
     from kerasmuscle import bundle
@@ -95,6 +101,11 @@ def build_bundle(workdir: Path, preset: str, size: int) -> tuple[Path, Path, obj
              "tflite_int8": "model_int8.tflite", "tflite_fp16": "model_fp16.tflite"}
     (out / "model.keras").write_bytes((run / "fold_0" / "model.keras").read_bytes())
     write_onnx(model, config, out / "model.onnx", meta)
+    if onnx_only:
+        only = dataclasses.replace(meta, files={"onnx": "model.onnx"}, checked_on="bench: not checked")
+        bundle.write_metadata(out, only)
+        bundle.write_checksums(out)
+        return out, cohort, model
     write_onnx_int8(out / "model.onnx", out / "model_int8.onnx", calib, workdir)
     write_savedmodel(model, config, workdir / "saved_model")
     write_tflite(workdir / "saved_model", out / "model.tflite")
@@ -146,7 +157,8 @@ import sys, time
 t = time.perf_counter()
 from kerasmuscle.predict import Predictor
 imported = time.perf_counter() - t
-p = Predictor.from_bundle(sys.argv[1], sys.argv[5], lean_memory=sys.argv[3] == "1", precision=sys.argv[4])
+p = Predictor.from_bundle(sys.argv[1], sys.argv[5], lean_memory=sys.argv[3] != "0", low_memory=sys.argv[3] == "low",
+                          precision=sys.argv[4])
 r = p.predict(sys.argv[2], batch_size=1)
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
 hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
@@ -154,6 +166,7 @@ print(imported, hwm / 1024, len(heavy))
 """
 
 VARIANTS = {"onnx_float32_lean": ("1", "float32", "onnx"), "onnx_float32_default": ("0", "float32", "onnx"),
+            "onnx_float32_low": ("low", "float32", "onnx"),
             "onnx_int8_lean": ("1", "int8", "onnx"), "litert_float32": ("1", "float32", "tflite"),
             "litert_int8": ("1", "int8", "tflite")}
 
@@ -172,6 +185,105 @@ def predictor_process(bundle: Path, case: Path, repeats: int) -> dict[str, float
             if key == "onnx_float32_lean":
                 out["import_s"].append(float(imported))
     return {k: statistics.median(v) for k, v in out.items()}
+
+
+# Where a float32 predictor's memory goes: VmRSS and VmHWM (MB) after each step of one process.
+MEMORY = """
+import json, sys, time
+def mem():
+    with open("/proc/self/status") as fh:
+        d = {l.split(":")[0]: int(l.split()[1]) / 1024 for l in fh if l.startswith(("VmRSS", "VmHWM"))}
+    return [d["VmRSS"], d["VmHWM"]]
+import numpy as np
+steps = {"interpreter + numpy": mem()}
+import onnxruntime
+steps["+ import onnxruntime"] = mem()
+from kerasmuscle.core.postprocess import threshold_hu
+from kerasmuscle.core.preprocessing import prepare_slices, restore_probabilities
+from kerasmuscle.io import read_scan
+from kerasmuscle.predict import Predictor
+steps["+ import kerasmuscle.predict"] = mem()
+p = Predictor.from_bundle(sys.argv[1], lean_memory=sys.argv[3] != "0", low_memory=sys.argv[3] == "low")
+steps["+ session (52 MB of weights)"] = mem()
+scan = read_scan(sys.argv[2])
+steps["+ read the 3-slice DICOM case"] = mem()
+x = prepare_slices(scan.hu, [0], p.preprocess)
+steps["+ preprocess one slice"] = mem()
+y = p.model.run(x)
+steps["+ one inference"] = mem()
+labels = threshold_hu(np.argmax(restore_probabilities(y, scan.shape[1:]), -1).astype(np.uint8), scan.hu[:1], p.hu_range)
+steps["+ resize back, labels, HU post-processing"] = mem()
+t = time.perf_counter()
+r = p.predict(scan, batch_size=1)
+seconds = (time.perf_counter() - t) / len(r.slices)
+steps["+ the whole case (3 slices, Predictor.predict)"] = mem()
+np.savez(sys.argv[4], labels=r.labels, probabilities=y)
+print(json.dumps({"steps": steps, "seconds_per_slice": seconds, "model_s": r.seconds["model"] / len(r.slices)}))
+"""
+
+# The time low_memory costs: both sessions in one process (glibc's threshold fixed for both), runs interleaved.
+ARENA_COST = """
+import json, sys, time
+import numpy as np
+from kerasmuscle.predict.runtimes import OnnxModel
+models = {"lean": OnnxModel(sys.argv[1]), "low": OnnxModel(sys.argv[1], low_memory=True)}
+x = np.random.default_rng(1).uniform(-1, 1, (1, int(sys.argv[3]), int(sys.argv[3]), 1)).astype(np.float32)
+times = {k: [] for k in models}
+for k, m in models.items():
+    m.run(x)
+for _ in range(int(sys.argv[2])):
+    for k, m in models.items():
+        t, c = time.perf_counter(), time.process_time()
+        m.run(x)
+        times[k].append((time.perf_counter() - t, time.process_time() - c))
+print(json.dumps({k: [float(np.median([v[j] for v in t])) for j in (0, 1)] for k, t in times.items()}))
+"""
+
+MEMORY_VARIANTS = {"lean (default)": "1", "lean_memory=False": "0", "low_memory=True": "low"}
+
+
+def memory_breakdown(bundle: Path, case: Path, repeats: int, workdir: Path) -> dict:
+    """Per variant (``MEMORY_VARIANTS``): the medians over ``repeats`` fresh processes (variants interleaved) of
+    VmRSS and VmHWM after each step, seconds per slice, and whether the case's labels and one slice's network
+    output equal the default's."""
+    import numpy as np
+
+    runs: dict[str, list[dict]] = {k: [] for k in MEMORY_VARIANTS}
+    for i in range(repeats):
+        for key, flag in MEMORY_VARIANTS.items():
+            saved = workdir / f"mem_{flag}_{i}.npz"
+            res = subprocess.run([sys.executable, "-c", MEMORY, str(bundle), str(case), flag, str(saved)],
+                                 capture_output=True, text=True, cwd=ROOT)
+            if res.returncode:
+                raise SystemExit(f"memory process ({key}) failed:\n{res.stderr[-2000:]}")
+            runs[key].append({**json.loads(res.stdout.strip().splitlines()[-1]), "saved": saved})
+    med = statistics.median
+    ref = np.load(runs["lean (default)"][0]["saved"])
+    out = {}
+    for key, rs in runs.items():
+        steps = {s: [med(r["steps"][s][j] for r in rs) for j in (0, 1)] for s in rs[0]["steps"]}
+        same = [np.load(r["saved"]) for r in rs]
+        out[key] = {"steps": steps, "peak_mb": med(r["steps"][list(steps)[-1]][1] for r in rs),
+                    "seconds_per_slice": med(r["seconds_per_slice"] for r in rs),
+                    "model_s": med(r["model_s"] for r in rs),
+                    "labels_identical": all(np.array_equal(d["labels"], ref["labels"]) for d in same),
+                    "max_probability_difference": max(float(np.abs(d["probabilities"] - ref["probabilities"]).max())
+                                                      for d in same)}
+    return out
+
+
+def print_memory(report: dict) -> None:
+    """The breakdown table (one column per variant: RSS / peak so far, MB) and the variants' cost."""
+    keys = list(report)
+    print("step".ljust(48) + "".join(f"{k:>24}" for k in keys) + "   (VmRSS / VmHWM so far, MB)")
+    for step in report[keys[0]]["steps"]:
+        print(step.ljust(48) + "".join(f"{'%.0f / %.0f' % tuple(report[k]['steps'][step]):>24}" for k in keys))
+    print("peak".ljust(48) + "".join(f"{report[k]['peak_mb']:>24.0f}" for k in keys))
+    print("seconds per slice (model)".ljust(48)
+          + "".join(f"{'%.3f (%.3f)' % (report[k]['seconds_per_slice'], report[k]['model_s']):>24}" for k in keys))
+    print("labels identical to the default's / max |dp|".ljust(48)
+          + "".join(f"{'%s / %.1e' % (report[k]['labels_identical'], report[k]['max_probability_difference']):>24}"
+                    for k in keys))
 
 
 def end_to_end(bundle: Path, cohort: Path, workdir: Path, threads: int) -> dict[str, float]:
@@ -199,7 +311,28 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="fresh predictor processes")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--memory", action="store_true",
+                        help="only the float32 predictor's memory, step by step (an ONNX-only bundle; no timings)")
     args = parser.parse_args(argv)
+    if args.memory:
+        with tempfile.TemporaryDirectory() as tmp:
+            bundle, cohort, _ = build_bundle(Path(tmp), args.preset, args.image_size, onnx_only=True)
+            case = sorted(cohort.glob("case_*"))[0] / "dicom"
+            report = memory_breakdown(bundle, case, args.repeats, Path(tmp))
+            res = subprocess.run([sys.executable, "-c", ARENA_COST, str(bundle / "model.onnx"), str(args.rounds),
+                                  str(args.image_size)], capture_output=True, text=True, cwd=ROOT, check=True)
+            cost = json.loads(res.stdout.strip().splitlines()[-1])
+        if args.json:
+            print(json.dumps({"variants": report, "arena_cost": cost}, indent=2))
+        else:
+            print(f"{args.preset} U-Net float32 at {args.image_size}x{args.image_size}, batch 1, ONNX Runtime's "
+                  f"default threads; medians of {args.repeats} fresh processes per variant, interleaved")
+            print_memory(report)
+            print(f"one process, {args.rounds} interleaved runs, medians: lean {cost['lean'][0]:.3f} s wall, "
+                  f"{cost['lean'][1]:.3f} s CPU; low_memory {cost['low'][0]:.3f} s wall, {cost['low'][1]:.3f} s CPU "
+                  f"-> low_memory costs {cost['low'][0] / cost['lean'][0] - 1:+.1%} wall, "
+                  f"{cost['low'][1] / cost['lean'][1] - 1:+.1%} CPU time per slice")
+        return 0
 
     from kerasmuscle.model import forward_flops
     from kerasmuscle.config import UNetConfig

@@ -335,9 +335,12 @@ def _within(mask: np.ndarray, reach: int, axis: int, reverse: bool) -> np.ndarra
 def _fill_rings(mask: np.ndarray, reach: int) -> np.ndarray:
     """``[z, R, C]`` mask with holes filled that have mask within ``reach`` pixels on all four sides in-plane
     (the low-HU inside of an osteoporotic vertebral body's cortical ring)."""
-    around = (_within(mask, reach, 1, False) & _within(mask, reach, 1, True)
-              & _within(mask, reach, 2, False) & _within(mask, reach, 2, True))
-    return mask | around
+    out = np.empty_like(mask)
+    for k in range(0, len(mask), 64):  # slab by slab: _within's int64 temporaries are 8x the mask's size
+        m = mask[k:k + 64]
+        out[k:k + 64] = m | (_within(m, reach, 1, False) & _within(m, reach, 1, True)
+                             & _within(m, reach, 2, False) & _within(m, reach, 2, True))
+    return out
 
 
 def _fill_holes(mask: np.ndarray, values: np.ndarray, col: np.ndarray, half: int, area_px: tuple[int, int],
@@ -795,7 +798,8 @@ def _find_levels(scan: Scan, *, bone_hu: float, cancellous_hu: float, min_disc_c
     hu = scan.hu
     spacing = tuple(float(s) for s in scan.spacing)
     z = np.asarray(scan.slice_locations, float)
-    if not (hu > bone_hu).any():
+    # slab by slab: one bool copy of a 1,000-slice 512x512 volume would add 262 MB to the peak
+    if not any((hu[k:k + 64] > bone_hu).any() for k in range(0, n, 64)):
         return _not_found(f"no spine found: no bone (> {bone_hu:g} HU) in the scan", [], evidence, ["no_spine"])
 
     column = _follow_column(hu, spacing, bone_hu=bone_hu, cancellous_hu=cancellous_hu)

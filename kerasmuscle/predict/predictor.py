@@ -106,8 +106,8 @@ class Predictor:
 
     @classmethod
     def from_bundle(cls, path: str | os.PathLike | None = None, backend: str = "onnx", *, precision: str = "float32",
-                    threads: int | None = None, lean_memory: bool = True, verify: bool = True,
-                    hu_range: tuple[float, float] | None = None) -> "Predictor":
+                    threads: int | None = None, lean_memory: bool = True, low_memory: bool = False,
+                    verify: bool = True, hu_range: tuple[float, float] | None = None) -> "Predictor":
         """Load a bundle written by ``kerasmuscle export``.
 
         Args:
@@ -118,6 +118,9 @@ class Predictor:
                 ships that variant; ``"fastest"`` picks int8 when shipped, then float16, else float32.
             threads: CPU threads for the model (None: the runtime's default).
             lean_memory: ONNX Runtime without the memory-pattern planner (less memory, same speed).
+            low_memory: ONNX Runtime without its memory arena as well, and glibc's mmap threshold fixed for
+                the process (:func:`~kerasmuscle.predict.runtimes.fix_mmap_threshold`): the same results with
+                the lowest peak memory, slower (see the README's "Speed").
             verify: check every file against ``SHA256SUMS`` first (refuses altered bundles).
             hu_range: post-processing range in HU instead of the bundle's (the paper's -20..200).
 
@@ -144,7 +147,7 @@ class Predictor:
                                             + (f" ({why})" if why else " (export it with that format)"))
         sums = _bundle.verify(root) if verify else _bundle.read_checksums(root)
         rel = shipped[key]
-        model = load_model(root / rel, backend, threads=threads, lean_memory=lean_memory)
+        model = load_model(root / rel, backend, threads=threads, lean_memory=lean_memory, low_memory=low_memory)
         return cls(model, meta, path=os.fspath(root), backend=backend, precision=precision,
                    model_sha256=sums.get(rel, ""), hu_range=hu_range)
 

@@ -20,6 +20,31 @@ BACKENDS: dict[str, dict[str, str]] = {
 }
 
 
+#: glibc's ``mallopt`` parameter for the size from which an allocation gets its own mapping.
+_M_MMAP_THRESHOLD = -3
+
+
+def fix_mmap_threshold(size: int = 1 << 20) -> bool:
+    """Make every allocation of at least ``size`` bytes its own memory mapping, returned to the system when
+    freed, for the whole process (glibc's ``mallopt(M_MMAP_THRESHOLD)``; elsewhere nothing is done).
+
+    glibc raises that threshold (up to 32 MB) each time a mapped block is freed, so without this the
+    activations that ONNX Runtime frees without its arena stay in the heap and later runs add to them.
+
+    Returns:
+        Whether the threshold was set.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl without mallopt)
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, int(size)))
+
+
 class OnnxModel:
     """An ONNX model in an ONNX Runtime session on the CPU.
 
@@ -28,9 +53,13 @@ class OnnxModel:
         threads: intra-op threads (None: ONNX Runtime's default, one per physical core).
         lean_memory: turn off ONNX Runtime's memory-pattern planner, which preallocates every activation
             of a run at once.
+        low_memory: also turn off ONNX Runtime's memory arena, so that each activation is freed when it is
+            no longer needed, and fix glibc's mmap threshold for the process (:func:`fix_mmap_threshold`).
+            The same results; lower peak memory, at the cost of fresh pages on every run (slower).
     """
 
-    def __init__(self, path: str | os.PathLike, *, threads: int | None = None, lean_memory: bool = True):
+    def __init__(self, path: str | os.PathLike, *, threads: int | None = None, lean_memory: bool = True,
+                 low_memory: bool = False):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -38,10 +67,16 @@ class OnnxModel:
         if threads:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
-        if lean_memory:
+        if lean_memory or low_memory:
             # Measured on the paper network at 512x512 (bench/predict.py): without the memory-pattern
             # planner peak memory drops and speed is unchanged; turning the arena off as well costs ~30 %.
             options.enable_mem_pattern = False
+        if low_memory:
+            # The arena keeps all it ever held: ~55 MB of scratch from building the session and, at 512x512,
+            # ~90 MB above the live activations (fragments); without it the peak is ~125 MB lower, results
+            # identical (bench/predict.py --memory).
+            options.enable_cpu_mem_arena = False
+            fix_mmap_threshold()
         self.session = ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
@@ -81,13 +116,14 @@ class LiteModel:
         return self.interpreter.get_tensor(self.output).copy()
 
 
-def load_model(path: str | os.PathLike, backend: str, *, threads: int | None = None, lean_memory: bool = True):
-    """An :class:`OnnxModel` or :class:`LiteModel` for ``path``."""
+def load_model(path: str | os.PathLike, backend: str, *, threads: int | None = None, lean_memory: bool = True,
+               low_memory: bool = False):
+    """An :class:`OnnxModel` or :class:`LiteModel` for ``path`` (``lean_memory`` and ``low_memory``: ONNX only)."""
     if backend == "onnx":
-        return OnnxModel(path, threads=threads, lean_memory=lean_memory)
+        return OnnxModel(path, threads=threads, lean_memory=lean_memory, low_memory=low_memory)
     if backend == "tflite":
         return LiteModel(path, threads=threads)
     raise KerasMuscleError(f"unknown backend {backend!r}; backends are {', '.join(BACKENDS)}")
 
 
-__all__ = ["BACKENDS", "LiteModel", "OnnxModel", "load_model"]
+__all__ = ["BACKENDS", "LiteModel", "OnnxModel", "fix_mmap_threshold", "load_model"]
