@@ -379,7 +379,7 @@ def _fill_holes(mask: np.ndarray, values: np.ndarray, col: np.ndarray, half: int
     holes = free & ~outside
     if not holes.any():
         return mask
-    label = np.where(holes, np.arange(holes.size).reshape(holes.shape), -1)
+    label = np.where(holes, np.arange(holes.size, dtype=np.int32).reshape(holes.shape), np.int32(-1))
     for _ in range(size_r * idx.shape[1]):
         m = label.copy()
         m[:, 1:] = np.maximum(m[:, 1:], label[:, :-1])
