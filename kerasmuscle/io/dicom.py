@@ -15,6 +15,7 @@ is parsed once; compressed data goes through pydicom's decoders (the ``dicom`` e
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 from collections import defaultdict
@@ -116,6 +117,8 @@ class _Bounded:
 
     def __init__(self, fh, size: int):
         self._fh, self._size = fh, size
+        # bound once: pydicom calls these thousands of times per series, __getattr__ would cost each call
+        self.tell, self.seek = fh.tell, fh.seek
 
     def read(self, n: int | None = -1) -> bytes:
         if n is None or n < 0:
@@ -128,11 +131,21 @@ class _Bounded:
         return getattr(self._fh, name)
 
 
+#: Files up to this size are parsed from memory (a read past the end returns what is there; and pydicom's
+#: many small reads cost less than through :class:`_Bounded`); larger ones through :class:`_Bounded`.
+_IN_MEMORY_BYTES = 8 << 20
+
+
+def _bounded(fh, size: int):
+    """A file-like view of ``fh`` whose reads never allocate more than the file holds."""
+    return io.BytesIO(fh.read()) if size <= _IN_MEMORY_BYTES else _Bounded(fh, size)
+
+
 def read_dataset(path: str, **options: Any) -> Dataset:
-    """``pydicom.dcmread(path, **options)`` through :class:`_Bounded` (a damaged length cannot allocate more
+    """``pydicom.dcmread(path, **options)`` through :func:`_bounded` (a damaged length cannot allocate more
     than the file holds); pydicom's own exceptions pass through."""
     with open(path, "rb") as fh:
-        return pydicom.dcmread(_Bounded(fh, os.fstat(fh.fileno()).st_size), **options)
+        return pydicom.dcmread(_bounded(fh, os.fstat(fh.fileno()).st_size), **options)
 
 
 def read_header(path: str) -> _File:
@@ -148,9 +161,10 @@ def read_header(path: str) -> _File:
     if kind not in ("dicom", "unknown"):
         raise NotDicomError(path, describe_non_dicom(path, kind))
     try:
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            ds = pydicom.dcmread(_Bounded(fh, size), stop_before_pixels=True, force=kind == "unknown")
+        with open(path, "rb") as raw:
+            size = os.fstat(raw.fileno()).st_size
+            fh = _bounded(raw, size)
+            ds = pydicom.dcmread(fh, stop_before_pixels=True, force=kind == "unknown")
             offset = fh.tell()
             if kind == "unknown" and not _looks_like_dicom(ds):
                 raise NotDicomError(path, describe_non_dicom(path, kind))
@@ -161,7 +175,7 @@ def read_header(path: str) -> _File:
             if ts is not None and str(ts) == DEFLATED:
                 # The body is deflated, so file offsets mean nothing: ask pydicom whether pixels exist.
                 fh.seek(0)
-                if "PixelData" in pydicom.dcmread(_Bounded(fh, size)):
+                if "PixelData" in pydicom.dcmread(fh):
                     pixel_offset = -1
             elif offset < size:
                 try:
