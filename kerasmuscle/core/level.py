@@ -390,15 +390,14 @@ def _fill_holes(mask: np.ndarray, values: np.ndarray, col: np.ndarray, half: int
         if np.array_equal(m, label):
             break
         label = m
-    area = np.bincount(label[holes], minlength=holes.size)
-    total = np.bincount(label[holes], np.take_along_axis(values, idx3, 2)[holes], minlength=holes.size)
-    at = np.maximum(label, 0)
-    mean = total[at] / np.maximum(area[at], 1)
+    ids, inverse = np.unique(label[holes], return_inverse=True)
+    area = np.bincount(inverse, minlength=len(ids))
+    mean = np.bincount(inverse, np.take_along_axis(values, idx3, 2)[holes], minlength=len(ids)) / area
     # a body's inside lies on the column (the middle of the strip)
-    on_column = np.zeros(holes.size + 1, bool)
-    on_column[label[:, :, half][holes[:, :, half]]] = True
-    keep = (holes & on_column[at] & (area[at] <= area_px[1]) & (mean >= mean_hu[0])
-            & ((area[at] >= area_px[0]) | (mean >= mean_hu[1])))
+    on_column = np.isin(ids, label[:, :, half][holes[:, :, half]])
+    fill = on_column & (area <= area_px[1]) & (mean >= mean_hu[0]) & ((area >= area_px[0]) | (mean >= mean_hu[1]))
+    keep = np.zeros_like(holes)
+    keep[holes] = fill[inverse.ravel()]
     out = mask.copy()
     filled = np.take_along_axis(out, idx3, 2) | keep
     np.put_along_axis(out, idx3, filled, 2)

@@ -184,6 +184,8 @@ def read_header(path: str) -> _File:
                         pixel_offset = offset
                 except EOFError:
                     pass
+            if isinstance(fh, io.BytesIO):
+                fh.close()  # the dataset keeps a reference to its buffer: free the file's bytes (pixels too)
     except ReadError:
         raise
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, struct.error, TypeError) as exc:
