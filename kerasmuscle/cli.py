@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from kerasmuscle import __version__
-from kerasmuscle.errors import KerasMuscleError, ScanWarning
+from kerasmuscle.errors import KerasMuscleError, ScanWarning, WriteError
 
 
 class _Group(click.Group):
@@ -30,6 +30,11 @@ class _Group(click.Group):
             raise click.ClickException(str(exc)) from None
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, KeyboardInterrupt):
             raise
+        except OSError as exc:
+            if (ctx.obj and ctx.obj.get("debug")) or exc.filename is None:
+                raise
+            # An OSError that no kerasmuscle code turned into its own error still names its file.
+            raise click.ClickException(f"{exc.filename}: {(exc.strerror or str(exc)).lower()}") from None
         except Exception as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
@@ -656,6 +661,9 @@ def predict(inputs: tuple[Path, ...], bundle: Path | None, out: Path, slices: st
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: finished cases are kept in {out}; run the same command again to resume", err=True)
         raise SystemExit(130) from None
+    except WriteError as exc:
+        raise click.ClickException(f"{exc}; the cases finished before are kept, run the same command again "
+                                   "once it can be written") from None
     except ValueError as exc:
         if isinstance(exc, KerasMuscleError):
             raise
