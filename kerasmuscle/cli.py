@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from kerasmuscle import __version__
-from kerasmuscle.errors import KerasMuscleError, ScanWarning, WriteError
+from kerasmuscle.errors import KerasMuscleError, ScanWarning
 
 
 class _Group(click.Group):
@@ -101,6 +101,10 @@ def synth(out: Path, cases: int, seed: int, workers: int | None, image_size: int
 
         kerasmuscle synth spines --spine --cases 10
     """
+    from kerasmuscle.fileutil import recover_replaced, remove_stale_temporaries
+
+    recover_replaced(out)  # a cohort that a killed --overwrite run had renamed aside
+    remove_stale_temporaries(out.parent)  # what killed runs left beside it
     if spine:
         _synth_spine(out, cases, seed, image_size, config_path, overwrite, v2 or slices is not None or seg)
         return
@@ -661,9 +665,6 @@ def predict(inputs: tuple[Path, ...], bundle: Path | None, out: Path, slices: st
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: finished cases are kept in {out}; run the same command again to resume", err=True)
         raise SystemExit(130) from None
-    except WriteError as exc:
-        raise click.ClickException(f"{exc}; the cases finished before are kept, run the same command again "
-                                   "once it can be written") from None
     except ValueError as exc:
         if isinstance(exc, KerasMuscleError):
             raise

@@ -182,6 +182,33 @@ def recover_replaced(final: str | os.PathLike) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+def check_creatable(path: str | os.PathLike) -> None:
+    """Fail early, creating nothing that stays, when ``path`` (a file or folder to be made or replaced) could not
+    be written: a file stands where one of its folders should be, or its nearest existing folder takes no new
+    file (read-only, no permission, full): a probe file is made there and removed at once.
+
+    Raises:
+        WriteError: naming ``path`` and the cause.
+    """
+    full = Path(os.path.abspath(path))
+    blocker = _blocking_file(full.parent)
+    if blocker is not None:
+        raise write_error(path, OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), os.fspath(blocker)))
+    existing = next((p for p in [full.parent, *full.parent.parents] if p.is_dir()), None)
+    if existing is not None:
+        _probe(existing, path)
+
+
+def _probe(folder: Path, path: str | os.PathLike) -> None:
+    """Create and remove a file in ``folder``; a failure is a WriteError naming ``path``."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".tmp-{_owner_tag()}-", suffix="-probe", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+
+
 def writable_folder(folder: str | os.PathLike) -> Path:
     """Make ``folder`` (and its parents) if needed and prove that a file can be created in it, before long work
     whose results would go there.
@@ -195,11 +222,9 @@ def writable_folder(folder: str | os.PathLike) -> Path:
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".tmp-{_owner_tag()}-", suffix="-probe", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
     except OSError as exc:
         raise write_error(folder, exc) from None
+    _probe(folder, folder)
     return folder
 
 

@@ -1,6 +1,7 @@
-"""Killed runs: ``predict`` (several inputs), ``train`` and ``export`` are killed with SIGKILL at seeded points
-(just before or just after the k-th rename, where an output becomes final, and after a seeded delay), then
-run again. After every kill no file under a final name is partial (every JSON parses, every table and label
+"""Killed runs: ``predict`` (several inputs), ``synth --overwrite``, ``train`` and ``export`` are killed with
+SIGKILL at seeded points (just before or just after the k-th rename, where an output becomes final, and after
+a seeded delay), then run again. ``train`` and ``export`` start TensorFlow in every child (about 15 s each
+here), so their SIGKILL tests are marked slow; the default run checks their recovery logic in-process. After every kill no file under a final name is partial (every JSON parses, every table and label
 map reads, a finished case folder holds all its files); the rerun finishes, and its results equal an
 uninterrupted run's (what is compared is said per test); no temporary leftovers stay.
 """
@@ -152,6 +153,50 @@ def test_predict_killed_after_a_seeded_delay_resumes(tiny_bundle, small_cohort, 
 
 
 # --------------------------------------------------------------------------------------------------
+# synth --overwrite: a folder replaced by another
+
+
+def test_synth_overwrite_killed_anywhere_keeps_a_whole_cohort(tmp_path):
+    """The user's cohort is replaced by ``synth --overwrite``, killed at seeded renames and between the two
+    renames of the swap (the old folder aside, the new one not yet in). At every moment a whole cohort, the old
+    or the new, is at the final name or aside; the rerun ends with the new one byte for byte as an
+    uninterrupted run writes it, and nothing beside it."""
+    args = ["--cases", "1", "--image-size", "64", "--workers", "1", "--no-seg"]
+    old_args = ["synth", tmp_path / "old", *args, "--seed", "1"]
+    assert run(old_args)[0] == 0
+    old = {k: v for k, v in snapshot(tmp_path / "old").items()}
+    reference = tmp_path / "reference"
+    code, output, renames = run(["synth", reference, *args, "--seed", "2"])
+    assert code == 0, output
+    new = snapshot(reference)
+
+    work = tmp_path / "work"
+    work.mkdir()
+    out = work / "cohort"
+    shutil.copytree(tmp_path / "old", out)
+    argv = ["synth", out, *args, "--seed", "2", "--overwrite"]
+
+    seen = []
+
+    def check() -> None:
+        aside = list(work.glob(".cohort.old-*"))
+        whole = [snapshot(p) for p in [out, *aside] if p.exists()]
+        assert whole and all(w in (old, new) for w in whole), sorted(whole[0]) if whole else None
+        seen.append(out.exists())
+
+    # With --overwrite the last two renames are the swap: the cohort aside (rename R of an uninterrupted run's
+    # R, which renames the new folder in instead), then the new one in.
+    points = [(renames, "after"), *kill_points(SEED, renames + 1, 2, distinct=True)]
+    kills = killed_then_resumed(argv, points, check)
+    assert kills == 3 and seen[0] is False  # the first kill came between the swap's renames
+    assert snapshot(out) == new and sorted(p.name for p in work.iterdir()) == ["cohort"]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# --------------------------------------------------------------------------------------------------
 # train
 
 
@@ -231,6 +276,7 @@ def _train_kills(small_cohort, tmp_path, count: int, seed: int, epochs: int) -> 
     assert results["best_epoch"] == expected["best_epoch"] and results["data_sha256"]
 
 
+@pytest.mark.slow
 def test_train_killed_in_an_epoch_resumes_to_the_same_weights(small_cohort, tmp_path):
     _train_kills(small_cohort, tmp_path, count=1, seed=SEED, epochs=2)
 
@@ -311,6 +357,27 @@ def _export_kills(tiny_run, tmp_path, points: list[tuple[int, str]]) -> None:
     assert meta[0] == meta[1]
 
 
+def test_an_export_after_a_kill_mid_swap_puts_the_old_bundle_back(tiny_run, tmp_path):
+    """The state a kill between the two renames of an ``--overwrite`` export leaves (the old bundle renamed
+    aside by a process that is gone, none at the final name): the next export puts the old bundle back before
+    it asks whether the target exists, so without ``--overwrite`` it is refused and kept, not replaced."""
+    import subprocess
+    import sys
+
+    from kerasmuscle.export import export_bundle
+    from kerasmuscle.export.common import ExportError
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    target = tmp_path / "bundle"
+    aside = tmp_path / f".bundle.old-{int(gone.stdout)}"
+    aside.mkdir()
+    (aside / "metadata.json").write_text("{}\n")
+    with pytest.raises(ExportError, match="exists; pass --overwrite"):
+        export_bundle(tiny_run, target, formats=["onnx"], fold=0, reduced=False, log=lambda line: None)
+    assert (target / "metadata.json").read_text() == "{}\n" and not aside.exists()
+
+
+@pytest.mark.slow
 def test_export_killed_mid_swap_resumes_to_the_same_bundle(tiny_run, tmp_path):
     _export_kills(tiny_run, tmp_path, [(1, "after")])  # the old bundle renamed aside, the new one not yet in
 

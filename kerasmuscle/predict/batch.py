@@ -495,8 +495,9 @@ class _Batch:
             result.no_l3.append((source, str(exc)))
             return "no_l3", str(exc)
         except WriteError as exc:
-            if exc.errno in FATAL_WRITE_ERRNOS:
-                raise  # no later case could be written either
+            if exc.errno in FATAL_WRITE_ERRNOS:  # no later case could be written either: stop
+                raise WriteError(exc.path, f"{exc.cause}; the batch stopped, the cases finished before are kept: "
+                                 "run the same command again to resume", exc.errno) from None
             result.failed.append((source, str(exc)))
             return "failed", str(exc)
         except (KerasMuscleError, ValueError, MissingExtraError, OSError) as exc:

@@ -39,8 +39,8 @@ from kerasmuscle.config import ConfigError, TrainConfig
 from kerasmuscle.data.dataset import Case, discover_cases
 from kerasmuscle.data.splits import load_splits, make_splits, save_splits
 from kerasmuscle.errors import KerasMuscleError
-from kerasmuscle.fileutil import (atomic_path, import_keras, read_json, remove_stale_temporaries, versions,
-                                 writable_folder, write_json)
+from kerasmuscle.fileutil import (atomic_path, check_creatable, import_keras, read_json, remove_stale_temporaries,
+                                 versions, writable_folder, write_json)
 from kerasmuscle.labels import MUSCLE_LABELS
 
 Log = Callable[[str], None]
@@ -525,6 +525,7 @@ def train_run(dataset: str | os.PathLike | None, run: str | os.PathLike, config:
     from kerasmuscle.data.pipeline import load_slices
 
     run = Path(run)
+    check_creatable(run)  # before reading anything: a file in the way, a read-only folder
     manifest = read_json(run / "manifest.json") or {}
     if dataset is None:
         if "dataset" not in manifest:
