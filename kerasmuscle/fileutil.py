@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import glob
 import json
 import os
 import platform
@@ -108,7 +107,7 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
     """Yield a temporary path beside ``path``; on success rename it to ``path``.
 
     Works for files and folders. On an exception the temporary path is removed and ``path`` is
-    left as it was. A folder that is replaced is first renamed aside (``.<name>.old-<pid>``), then the new one
+    left as it was. A folder that is replaced is first renamed aside (``.<name>.old``), then the new one
     renamed into place; if a kill came between the two, the next write of ``path`` puts the old one back first.
 
     Args:
@@ -141,7 +140,7 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
         try:
             yield tmp
             if final.is_dir() and not final.is_symlink():
-                old = final.with_name(f".{final.name}.old-{os.getpid()}")
+                old = _aside(final)
                 final.rename(old)
                 tmp.rename(final)
                 shutil.rmtree(old, ignore_errors=True)
@@ -163,23 +162,24 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
         raise
 
 
+def _aside(final: Path) -> Path:
+    """Where :func:`atomic_path` puts a folder it replaces, for the moment between its two renames."""
+    return final.with_name(f".{final.name}.old")
+
+
 def recover_replaced(final: str | os.PathLike) -> None:
     """Put back a folder that a killed :func:`atomic_path` renamed aside without renaming its replacement in;
     remove one whose replacement is in place. :func:`atomic_path` does this itself; call it before asking
-    whether ``final`` exists."""
+    whether ``final`` exists. (Two processes replacing the same folder at once are not supported: shards
+    never share a case.)"""
     final = Path(final)
-    try:
-        olds = list(final.parent.glob(f".{glob.escape(final.name)}.old-*"))
-    except OSError:
+    old = _aside(final)
+    if not old.is_dir() or old.is_symlink():
         return
-    for old in olds:
-        pid = old.name[len(final.name) + 6:]
-        if not pid.isdigit() or (int(pid) != os.getpid() and _alive(int(pid))):
-            continue  # not ours, or its process is still swapping
-        if not final.exists():
-            old.rename(final)
-        else:
-            shutil.rmtree(old, ignore_errors=True)
+    if not final.exists():
+        old.rename(final)
+    else:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def check_creatable(path: str | os.PathLike) -> None:

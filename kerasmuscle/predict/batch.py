@@ -589,13 +589,13 @@ def predict_batch(inputs: Sequence[str | os.PathLike], model: str | os.PathLike 
         facts = read_sex_weight(config.heights)
     out = Path(out)
     check_output_folder(out, inputs)
+    writable_folder(out)  # before the model is loaded
+    remove_stale_temporaries(out)
     if predictor is None:
         predictor = Predictor.from_bundle(model, config.backend, precision=config.precision,
                                           threads=config.threads, hu_range=config.hu_range)
     batch = _Batch(predictor, config, formats, table, _sha256(config.heights) if config.heights else None, facts)
     items, repeated = select_inputs(inputs, config.shard)
-    writable_folder(out)
-    remove_stale_temporaries(out)
     result = BatchResult(repeated=repeated)
     for number, (source, name) in enumerate(items, start=1):
         status, message = batch.run(source, name, out / name, result)
@@ -605,6 +605,6 @@ def predict_batch(inputs: Sequence[str | os.PathLike], model: str | os.PathLike 
     return result
 
 
-__all__ = ["BatchResult", "CaseEvent", "DEFAULT_FORMATS", "LOCK_FILE", "OUTPUT_FORMATS", "case_names", "case_settings",
-           "parse_formats", "parse_shard", "predict_batch", "select_inputs", "settings_change", "write_case",
-           "write_summaries"]
+__all__ = ["BatchResult", "CaseEvent", "DEFAULT_FORMATS", "LOCK_FILE", "OUTPUT_FORMATS", "case_names",
+           "case_settings", "parse_formats", "parse_shard", "predict_batch", "select_inputs", "settings_change",
+           "write_case", "write_summaries"]

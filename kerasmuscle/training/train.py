@@ -568,5 +568,5 @@ def train_run(dataset: str | os.PathLike | None, run: str | os.PathLike, config:
     return manifest
 
 
-__all__ = ["RESUMABLE_CHANGES", "commit_checkpoints", "compile_model", "configure_determinism", "resolve_config", "run_config", "run_splits",
-           "train_fold", "train_run"]
+__all__ = ["RESUMABLE_CHANGES", "commit_checkpoints", "compile_model", "configure_determinism", "resolve_config",
+           "run_config", "run_splits", "train_fold", "train_run"]
