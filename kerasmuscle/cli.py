@@ -600,7 +600,8 @@ from kerasmuscle.core.cutoffs import definitions as _cutoff_names  # noqa: E402 
               help="Classify sarcopenia (SMI) and myosteatosis (muscle HU) by a published definition; sex from "
                    "PatientSex or the heights table, BMI from PatientWeight (or weight_kg) and the height.")
 @click.option("--format", "formats", help=_format_help())
-@click.option("--shard", help="i/n: this process takes every n-th input starting at the i-th (1-based).")
+@click.option("--shard", help="i/n: this process takes every n-th input starting at the i-th (1-based). Shards may "
+                              "run at once into one --out; the last to end leaves the tables of every case.")
 @click.option("--overwrite", is_flag=True, help="Redo inputs whose outputs exist (default: skip those finished "
                                                 "with the same model and settings, so a killed batch resumes, and "
                                                 "refuse those finished with other settings).")
