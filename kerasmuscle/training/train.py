@@ -526,6 +526,8 @@ def train_run(dataset: str | os.PathLike | None, run: str | os.PathLike, config:
 
     run = Path(run)
     check_creatable(run)  # before reading anything: a file in the way, a read-only folder
+    for folder in (run, run / "cache"):
+        remove_stale_temporaries(folder)  # what killed runs left (each fold folder is swept by train_fold)
     manifest = read_json(run / "manifest.json") or {}
     if dataset is None:
         if "dataset" not in manifest:
