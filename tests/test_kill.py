@@ -264,7 +264,7 @@ def _train_kills(small_cohort, tmp_path, count: int, seed: int, epochs: int) -> 
     first = kill_points(seed, 12, 1)[0]
     points = [(first[0] + 3, first[1]), *kill_points(seed + 1, 10, count - 1)]
     kills = killed_then_resumed(argv, points, lambda: check_train_run(out), finish_here=count == 1)
-    assert kills >= 1
+    assert kills >= min(count, 3)  # seed 15's fourth attempt ends before its 9th rename
     assert tree(out / "fold_0") == tree(reference / "fold_0")  # no last.keras, no epoch checkpoints, no leftovers
     assert not [p for p in out.rglob(".tmp-*")]
     assert _history(out) == _history(reference)
