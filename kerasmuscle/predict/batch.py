@@ -30,8 +30,8 @@ from typing import Any
 from kerasmuscle.config import Config
 from kerasmuscle.core.slices import NoL3Error, SliceError, SliceSelection
 from kerasmuscle.errors import KerasMuscleError, MissingExtraError, ReadError, WriteError
-from kerasmuscle.fileutil import (FATAL_WRITE_ERRNOS, atomic_path, atomic_write_text, exclusive_lock, read_json,
-                                 remove_stale_temporaries, versions, writable_folder)
+from kerasmuscle.fileutil import (FATAL_WRITE_ERRNOS, atomic_path, atomic_write_text, check_creatable, exclusive_lock,
+                                 read_json, remove_stale_temporaries, versions, writable_folder)
 from kerasmuscle.predict.outputs import (CASE_FILE, DEFAULT_FORMATS, OUTPUT_FORMATS, CaseOutputs, choose_formats,
                                          json_safe, parse_formats, slice_lines, slices_header, write_outputs)
 
@@ -589,13 +589,14 @@ def predict_batch(inputs: Sequence[str | os.PathLike], model: str | os.PathLike 
         facts = read_sex_weight(config.heights)
     out = Path(out)
     check_output_folder(out, inputs)
-    writable_folder(out)  # before the model is loaded
-    remove_stale_temporaries(out)
+    check_creatable(out)  # before the model is loaded, creating nothing (a refused bundle leaves no --out)
     if predictor is None:
         predictor = Predictor.from_bundle(model, config.backend, precision=config.precision,
                                           threads=config.threads, hu_range=config.hu_range)
     batch = _Batch(predictor, config, formats, table, _sha256(config.heights) if config.heights else None, facts)
     items, repeated = select_inputs(inputs, config.shard)
+    writable_folder(out)
+    remove_stale_temporaries(out)
     result = BatchResult(repeated=repeated)
     for number, (source, name) in enumerate(items, start=1):
         status, message = batch.run(source, name, out / name, result)
