@@ -30,6 +30,11 @@ class _Group(click.Group):
             raise click.ClickException(str(exc)) from None
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, KeyboardInterrupt):
             raise
+        except OSError as exc:
+            if (ctx.obj and ctx.obj.get("debug")) or exc.filename is None:
+                raise
+            # An OSError that no kerasmuscle code turned into its own error still names its file.
+            raise click.ClickException(f"{exc.filename}: {(exc.strerror or str(exc)).lower()}") from None
         except Exception as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
@@ -96,6 +101,10 @@ def synth(out: Path, cases: int, seed: int, workers: int | None, image_size: int
 
         kerasmuscle synth spines --spine --cases 10
     """
+    from kerasmuscle.fileutil import recover_replaced, remove_stale_temporaries
+
+    recover_replaced(out)  # a cohort that a killed --overwrite run had renamed aside
+    remove_stale_temporaries(out.parent)  # what killed runs left beside it
     if spine:
         _synth_spine(out, cases, seed, image_size, config_path, overwrite, v2 or slices is not None or seg)
         return
@@ -591,7 +600,8 @@ from kerasmuscle.core.cutoffs import definitions as _cutoff_names  # noqa: E402 
               help="Classify sarcopenia (SMI) and myosteatosis (muscle HU) by a published definition; sex from "
                    "PatientSex or the heights table, BMI from PatientWeight (or weight_kg) and the height.")
 @click.option("--format", "formats", help=_format_help())
-@click.option("--shard", help="i/n: this process takes every n-th input starting at the i-th (1-based).")
+@click.option("--shard", help="i/n: this process takes every n-th input starting at the i-th (1-based). Shards may "
+                              "run at once into one --out; the last to end leaves the tables of every case.")
 @click.option("--overwrite", is_flag=True, help="Redo inputs whose outputs exist (default: skip those finished "
                                                 "with the same model and settings, so a killed batch resumes, and "
                                                 "refuse those finished with other settings).")

@@ -47,3 +47,22 @@ class MissingExtraError(KerasMuscleError, ImportError):
 
 class ScanWarning(UserWarning):
     """Something in the input was unusual but readable (irregular slices, assumed rescale, ...)."""
+
+
+class WriteError(KerasMuscleError, OSError):
+    """An output could not be written: no space, a read-only or forbidden folder, a file where a folder
+    should be. Nothing that existed before is changed by the failed write.
+
+    Args:
+        path: the file or folder that was to be written.
+        cause: what stopped it, in words (no trailing full stop).
+        errno: the operating system's error number, when there is one.
+
+    The message is ``"<path>: cannot write (<cause>)"``.
+    """
+
+    def __init__(self, path: str | os.PathLike, cause: str, errno: int | None = None):
+        self.path = os.fspath(path)
+        self.cause = cause
+        super().__init__(f"{self.path}: cannot write ({cause})")
+        self.errno = errno

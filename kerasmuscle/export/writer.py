@@ -37,7 +37,8 @@ from kerasmuscle.export.common import ExportError, Log, keras_tf, one_line
 from kerasmuscle.export.onnx import write_onnx, write_onnx_int8
 from kerasmuscle.export.parity import TOLERANCE, SliceStack, agreement, check_parity
 from kerasmuscle.export.tflite import write_savedmodel, write_tflite
-from kerasmuscle.fileutil import atomic_path, read_json, versions
+from kerasmuscle.fileutil import (atomic_path, check_creatable, read_json, recover_replaced, remove_stale_temporaries,
+                                 versions)
 from kerasmuscle.labels import LABELS
 from kerasmuscle.predict.runtimes import load_model
 
@@ -310,6 +311,9 @@ def export_bundle(source: str | os.PathLike, out: str | os.PathLike, *, formats:
     entries = resolve_source(source, fold)
     targets = [out / f"fold_{e['fold']}" for e in entries] if fold == "all" else [out]
     for target in targets:
+        check_creatable(target)  # before the model is loaded and converted
+        recover_replaced(target)  # a bundle that a killed --overwrite export had renamed aside
+        remove_stale_temporaries(target.parent)  # what killed exports left
         if target.exists() and not overwrite:
             raise ExportError(f"{target}: exists; pass --overwrite to replace it")
     keras, _ = keras_tf()

@@ -7,7 +7,12 @@ backend, precision, slices, heights, HU range, formats). Running the same comman
 case only when those settings are the same; a case finished with other settings is refused, in one line
 that says what differs, unless ``overwrite`` redoes it. So a killed batch resumes where it stopped and a
 result always names the model and settings that made it. After the batch, ``OUT/measurements.csv`` (one row
-per case) and ``OUT/slices.csv`` (one row per measured slice) are rebuilt from every finished case in ``OUT``.
+per case) and ``OUT/slices.csv`` (one row per measured slice) are rebuilt from every finished case in ``OUT``,
+under a lock (``OUT/.kerasmuscle.lock``), so ``--shard`` processes that share ``OUT`` never interleave their
+tables: each one leaves the tables of every case finished when it ends, and the last to end leaves them
+complete. An output that cannot be written (no space, read-only, a file where a folder should be) is a
+:class:`~kerasmuscle.errors.WriteError` naming the path; a full or read-only file system stops the batch, as
+no later case could be written either; what was finished before stays.
 The outputs themselves are the registry of :mod:`kerasmuscle.predict.outputs`. numpy + ONNX Runtime only.
 """
 
@@ -24,8 +29,9 @@ from typing import Any
 
 from kerasmuscle.config import Config
 from kerasmuscle.core.slices import NoL3Error, SliceError, SliceSelection
-from kerasmuscle.errors import KerasMuscleError, MissingExtraError, ReadError
-from kerasmuscle.fileutil import atomic_path, atomic_write_text, read_json, versions
+from kerasmuscle.errors import KerasMuscleError, MissingExtraError, ReadError, WriteError
+from kerasmuscle.fileutil import (FATAL_WRITE_ERRNOS, atomic_path, atomic_write_text, check_creatable, exclusive_lock,
+                                 read_json, remove_stale_temporaries, versions, writable_folder)
 from kerasmuscle.predict.outputs import (CASE_FILE, DEFAULT_FORMATS, OUTPUT_FORMATS, CaseOutputs, choose_formats,
                                          json_safe, parse_formats, slice_lines, slices_header, write_outputs)
 
@@ -390,9 +396,22 @@ def level_columns(record: dict[str, Any]) -> dict[str, Any]:
             "level_confidence": l3.get("confidence"), "level_flags": ";".join(l3.get("flags") or [])}
 
 
+#: The lock file in an output folder that the processes sharing it take to rebuild its tables.
+LOCK_FILE = ".kerasmuscle.lock"
+
+
 def write_summaries(out: Path) -> list[Path]:
     """Rebuild ``measurements.csv`` and ``slices.csv`` in ``out`` from every finished case; returns the tables
-    written (none, and nothing written, when no case is finished)."""
+    written (none, and nothing written, when no case is finished).
+
+    The cases are read and the tables written while holding ``out``'s lock (:data:`LOCK_FILE`): processes that
+    share ``out`` (``--shard``) rebuild one after the other, each from every case finished by then, so the
+    tables left by the last one hold every case."""
+    with exclusive_lock(Path(out) / LOCK_FILE):
+        return _write_summaries(Path(out))
+
+
+def _write_summaries(out: Path) -> list[Path]:
     from kerasmuscle.core.measure import columns
     from kerasmuscle.report.tables import csv_text
 
@@ -475,6 +494,12 @@ class _Batch:
         except NoL3Error as exc:
             result.no_l3.append((source, str(exc)))
             return "no_l3", str(exc)
+        except WriteError as exc:
+            if exc.errno in FATAL_WRITE_ERRNOS:  # no later case could be written either: stop
+                raise WriteError(exc.path, f"{exc.cause}; the batch stopped, the cases finished before are kept: "
+                                 "run the same command again to resume", exc.errno) from None
+            result.failed.append((source, str(exc)))
+            return "failed", str(exc)
         except (KerasMuscleError, ValueError, MissingExtraError, OSError) as exc:
             message = str(exc)
             if not (isinstance(exc, ReadError) or message.startswith(source)):
@@ -543,6 +568,8 @@ def predict_batch(inputs: Sequence[str | os.PathLike], model: str | os.PathLike 
 
     Raises:
         BundleError: the bundle cannot be used (missing, altered).
+        WriteError: ``out`` cannot be made or written, or the file system is full or read-only (the cases
+            finished before stay; running again resumes).
         KerasMuscleError / ValueError: bad options, or ``out`` inside an input folder.
         MissingExtraError: an output asked for needs an extra that is not installed.
     """
@@ -562,12 +589,14 @@ def predict_batch(inputs: Sequence[str | os.PathLike], model: str | os.PathLike 
         facts = read_sex_weight(config.heights)
     out = Path(out)
     check_output_folder(out, inputs)
+    check_creatable(out)  # before the model is loaded, creating nothing (a refused bundle leaves no --out)
     if predictor is None:
         predictor = Predictor.from_bundle(model, config.backend, precision=config.precision,
                                           threads=config.threads, hu_range=config.hu_range)
     batch = _Batch(predictor, config, formats, table, _sha256(config.heights) if config.heights else None, facts)
     items, repeated = select_inputs(inputs, config.shard)
-    out.mkdir(parents=True, exist_ok=True)
+    writable_folder(out)
+    remove_stale_temporaries(out)
     result = BatchResult(repeated=repeated)
     for number, (source, name) in enumerate(items, start=1):
         status, message = batch.run(source, name, out / name, result)
@@ -577,6 +606,6 @@ def predict_batch(inputs: Sequence[str | os.PathLike], model: str | os.PathLike 
     return result
 
 
-__all__ = ["BatchResult", "CaseEvent", "DEFAULT_FORMATS", "OUTPUT_FORMATS", "case_names", "case_settings",
-           "parse_formats", "parse_shard", "predict_batch", "select_inputs", "settings_change", "write_case",
-           "write_summaries"]
+__all__ = ["BatchResult", "CaseEvent", "DEFAULT_FORMATS", "LOCK_FILE", "OUTPUT_FORMATS", "case_names",
+           "case_settings", "parse_formats", "parse_shard", "predict_batch", "select_inputs", "settings_change",
+           "write_case", "write_summaries"]

@@ -10,12 +10,16 @@ A run folder holds everything a result came from and everything needed to go on:
     RUN/fold_K/model.keras  the best checkpoint (highest monitored Dice)
     RUN/fold_K/last.keras   the last epoch's model and optimiser state, for resuming
     RUN/fold_K/state.json   epoch, schedule and early-stopping state, written last after each epoch
+    RUN/fold_K/last_E.keras, best_E.keras   an epoch's checkpoints before state.json names epoch E
     RUN/fold_K/history.csv  one row per epoch
     RUN/fold_K/metrics.csv, predictions/   written by evaluate
     RUN/metrics.csv, table.md, table.csv, violin.png   merged over every evaluated fold
 
 Running :func:`train_run` again on the same folder resumes: finished folds are skipped and an
 interrupted fold restarts from its last finished epoch with the same batches it would have seen.
+An epoch is finished when ``state.json`` names it: its checkpoints are saved under the epoch's number
+first and renamed to ``last.keras`` and ``model.keras`` only after that (:func:`commit_checkpoints`), so
+a kill at any point leaves ``last.keras`` and ``model.keras`` matching ``state.json``.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ from kerasmuscle.config import ConfigError, TrainConfig
 from kerasmuscle.data.dataset import Case, discover_cases
 from kerasmuscle.data.splits import load_splits, make_splits, save_splits
 from kerasmuscle.errors import KerasMuscleError
-from kerasmuscle.fileutil import atomic_path, import_keras, read_json, versions, write_json
+from kerasmuscle.fileutil import (atomic_path, check_creatable, import_keras, read_json, remove_stale_temporaries,
+                                 versions, writable_folder, write_json)
 from kerasmuscle.labels import MUSCLE_LABELS
 
 Log = Callable[[str], None]
@@ -298,14 +303,36 @@ def _epoch_callback_class():
             if not self.chief:
                 return
             if improved:
-                with atomic_path(self.fold_dir / "model.keras") as tmp:
+                with atomic_path(self.fold_dir / f"best_{epoch + 1}.keras") as tmp:
                     self.model.save(tmp)
-            with atomic_path(self.fold_dir / "last.keras") as tmp:
+            with atomic_path(self.fold_dir / f"last_{epoch + 1}.keras") as tmp:
                 self.model.save(tmp)
             write_history(self.fold_dir / "history.csv", self.history)
-            write_json(self.fold_dir / "state.json", self.state)
+            write_json(self.fold_dir / "state.json", self.state)  # the epoch is finished from here on
+            commit_checkpoints(self.fold_dir, self.state)
 
     return RunState
+
+
+def commit_checkpoints(fold_dir: Path, state: dict) -> None:
+    """Make ``last.keras`` and ``model.keras`` those of the epochs ``state`` (``state.json``) names.
+
+    An epoch's checkpoints are saved as ``last_E.keras`` (and ``best_E.keras`` when it improved) before
+    ``state.json`` names epoch E; here they are renamed into place, and those of an epoch that ``state.json``
+    never named (a kill came first) are removed. Run after every epoch and before a fold resumes, so a kill at
+    any point leaves checkpoints that match ``state.json``. A finished fold keeps only its best model.
+    """
+    epoch, best = state.get("epoch"), state.get("best_epoch")
+    for kind, final, keep in (("last", "last.keras", epoch), ("best", "model.keras", best)):
+        for path in fold_dir.glob(f"{kind}_*.keras"):
+            number = path.stem.split("_", 1)[1]
+            if number.isdigit() and int(number) == keep:
+                os.replace(path, fold_dir / final)
+            elif number.isdigit():
+                path.unlink(missing_ok=True)
+    if state.get("finished"):
+        # The last checkpoint only serves resuming; a finished fold keeps its best model.
+        (fold_dir / "last.keras").unlink(missing_ok=True)
 
 
 def write_history(path: Path, rows: list[dict]) -> None:
@@ -351,8 +378,10 @@ def train_fold(run: Path, fold: int, config: TrainConfig, splits: dict[str, Any]
     keras, tf = import_keras()
 
     fold_dir = run / f"fold_{fold}"
-    fold_dir.mkdir(parents=True, exist_ok=True)
+    writable_folder(fold_dir)
+    remove_stale_temporaries(fold_dir)
     state = read_json(fold_dir / "state.json") or {}
+    commit_checkpoints(fold_dir, state)  # after a kill between an epoch's state.json and its renames
     if state.get("finished") and state.get("epochs") == config.epochs:
         log(f"fold {fold}: finished earlier (best {state.get('best', math.nan):.4f} at epoch {state.get('best_epoch')})")
         return state
@@ -363,8 +392,12 @@ def train_fold(run: Path, fold: int, config: TrainConfig, splits: dict[str, Any]
     monitor = "val_dice" if len(tune) else "dice"
     start = int(state.get("epoch", 0)) if (fold_dir / "last.keras").is_file() else 0
     if start >= config.epochs:
-        state.update(finished=True, epochs=config.epochs)
+        # Killed after the last epoch, before the fold was marked finished: finish it as _fit_fold would.
+        seconds = sum(r.get("seconds", 0.0) for r in read_history(fold_dir / "history.csv", start))
+        state.update(finished=True, epochs=config.epochs, seconds=round(state.get("seconds", seconds), 1),
+                     train_slices=len(train), tune_slices=len(tune), monitor=monitor, intra_op_threads=threads)
         write_json(fold_dir / "state.json", state)
+        commit_checkpoints(fold_dir, state)
         return state
 
     previous = keras.mixed_precision.global_policy()
@@ -467,8 +500,7 @@ def _fit_fold(run: Path, fold: int, config: TrainConfig, splits: dict[str, Any],
                  train_slices=len(train), tune_slices=len(tune), monitor=monitor, intra_op_threads=threads)
     if _is_chief(strategy):
         write_json(fold_dir / "state.json", state)
-        # The last checkpoint only serves resuming; a finished fold keeps its best model.
-        (fold_dir / "last.keras").unlink(missing_ok=True)
+        commit_checkpoints(fold_dir, state)
     log(f"fold {fold}: best {monitor} {state.get('best', math.nan):.4f} at epoch {state.get('best_epoch')}")
     return state
 
@@ -493,6 +525,9 @@ def train_run(dataset: str | os.PathLike | None, run: str | os.PathLike, config:
     from kerasmuscle.data.pipeline import load_slices
 
     run = Path(run)
+    check_creatable(run)  # before reading anything: a file in the way, a read-only folder
+    for folder in (run, run / "cache"):
+        remove_stale_temporaries(folder)  # what killed runs left (each fold folder is swept by train_fold)
     manifest = read_json(run / "manifest.json") or {}
     if dataset is None:
         if "dataset" not in manifest:
@@ -535,5 +570,5 @@ def train_run(dataset: str | os.PathLike | None, run: str | os.PathLike, config:
     return manifest
 
 
-__all__ = ["RESUMABLE_CHANGES", "compile_model", "configure_determinism", "resolve_config", "run_config", "run_splits",
-           "train_fold", "train_run"]
+__all__ = ["RESUMABLE_CHANGES", "commit_checkpoints", "compile_model", "configure_determinism", "resolve_config",
+           "run_config", "run_splits", "train_fold", "train_run"]
