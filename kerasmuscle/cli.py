@@ -609,12 +609,14 @@ from kerasmuscle.core.cutoffs import definitions as _cutoff_names  # noqa: E402 
 @click.option("--precision", type=click.Choice(["float32", "int8", "float16", "fastest"]), default="float32",
               show_default=True, help="int8 (onnx) or float16 (tflite) when the bundle ships it; fastest picks it.")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for the model [default: one per core].")
+@click.option("--low-memory", is_flag=True, help="ONNX Runtime without its memory arena: float32 at 512x512 in "
+                                                 "about 320 MB instead of 450, about 50 % slower; same results.")
 @click.option("--hu-range", nargs=2, type=float, help="Post-processing HU range instead of the bundle's -20 200.")
 @click.option("--no-postprocess", is_flag=True, help="Keep predicted muscle outside the HU range.")
 def predict(inputs: tuple[Path, ...], bundle: Path | None, out: Path, slices: str | None, height: float | None,
             heights: Path | None, cutoffs: str | None, formats: str | None, shard: str | None, overwrite: bool,
-            backend: str, precision: str, threads: int | None, hu_range: tuple[float, float] | None,
-            no_postprocess: bool) -> None:
+            backend: str, precision: str, threads: int | None, low_memory: bool,
+            hu_range: tuple[float, float] | None, no_postprocess: bool) -> None:
     """Segment and measure the five muscle groups on CT: label maps, DICOM SEG, overlays, and area (cm2),
     mean HU and skeletal muscle index per muscle and side. Runs with ONNX Runtime, without TensorFlow.
 
@@ -639,8 +641,8 @@ def predict(inputs: tuple[Path, ...], bundle: Path | None, out: Path, slices: st
     try:
         config = PredictConfig(slices=SliceSelection.parse(slices) if slices is not None else None, height=height, heights=heights,
                                formats=parse_formats(formats), shard=parse_shard(shard), overwrite=overwrite,
-                               backend=backend, precision=precision, threads=threads, hu_range=hu_range,
-                               postprocess=not no_postprocess, cutoffs=cutoffs)
+                               backend=backend, precision=precision, threads=threads, low_memory=low_memory,
+                               hu_range=hu_range, postprocess=not no_postprocess, cutoffs=cutoffs)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     bars, state = ExitStack(), {}  # a progress bar on a terminal; one line per input in logs and pipes

@@ -235,3 +235,17 @@ def test_a_series_with_an_empty_character_set_gets_its_seg(dcmqi_dir, tiny_bundl
     assert not result.failed, result.failed
     seg = pydicom.dcmread(next((tmp_path / "out").glob("*/seg.dcm")))
     assert seg.Modality == "SEG"
+
+
+def test_low_memory_gives_the_same_measurements(tiny_bundle, small_cohort, tmp_path):
+    """``--low-memory`` (ONNX Runtime without its arena) changes memory and time, not results: the tables
+    equal a default run's, and a default rerun into the same folder skips the case as finished."""
+    source = dicom_case(small_cohort, 0)
+    lean, low = tmp_path / "lean", tmp_path / "low"
+    for out, extra in ((lean, []), (low, ["--low-memory"])):
+        result = predict(source, "--model", tiny_bundle, "--out", out, "--format", "csv", *extra)
+        assert result.exit_code == 0, result.output
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("input", "seconds")} for r in rs]  # noqa: E731
+    assert strip(rows(low / "measurements.csv")) == strip(rows(lean / "measurements.csv"))
+    again = predict(source, "--model", tiny_bundle, "--out", low, "--format", "csv")
+    assert again.exit_code == 0 and "finished earlier, skipped" in again.output, again.output
